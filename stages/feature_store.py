@@ -1,0 +1,96 @@
+"""On-disk feature sets: float16 .npy shards + index.parquet + meta.json, written atomically, read memory-mapped."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.atomic import atomic_path, write_json, write_parquet
+from stages.errors import PipelineError
+
+META, INDEX, SHARDS = "meta.json", "index.parquet", "shards"
+STORAGE_DTYPE = np.float16
+
+
+def key_hash(key: dict) -> str:
+    """A stable digest of everything that determines the features."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ShardWriter:
+    """Buffers feature rows and writes fixed-size shards atomically, so memory stays bounded."""
+
+    def __init__(self, out_dir: Path, shard_rows: int = 4096):
+        self.dir = Path(out_dir) / SHARDS
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shard_rows, self.buffer, self.shards = shard_rows, [], []
+        self._buffered = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        self.buffer.append(rows.astype(STORAGE_DTYPE, copy=False))
+        self._buffered += len(rows)
+        while self._buffered >= self.shard_rows:
+            self._flush(self.shard_rows)
+
+    def close(self) -> list[dict]:
+        if self._buffered:
+            self._flush(self._buffered)
+        return self.shards
+
+    def _flush(self, n: int) -> None:
+        block = np.concatenate(self.buffer)
+        head, rest = block[:n], block[n:]
+        self.buffer, self._buffered = ([rest] if len(rest) else []), len(rest)
+        dest = self.dir / f"shard-{len(self.shards):05d}.npy"
+        with atomic_path(dest) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(head))
+        self.shards.append({"file": f"{SHARDS}/{dest.name}", "rows": int(n), "sha256": file_sha256(dest)})
+
+
+def write(out_dir: Path, index: pd.DataFrame, shards: list[dict], meta: dict) -> None:
+    """Finish a feature set: the index and meta.json are written last, so a set without them is incomplete."""
+    write_parquet(Path(out_dir) / INDEX, index)
+    write_json(Path(out_dir) / META, {**meta, "shards": shards, "n": int(len(index))})
+
+
+def read_meta(set_dir: Path) -> dict:
+    path = Path(set_dir) / META
+    if not path.is_file():
+        raise PipelineError(f"feature set {set_dir} is missing or incomplete (no {META}); "
+                            "run `dvc repro` for its features stage")
+    return json.loads(path.read_text())
+
+
+def read(set_dir: Path, verify: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
+    """(features N×D float16, index) of a feature set; shards are memory-mapped."""
+    set_dir = Path(set_dir)
+    meta = read_meta(set_dir)
+    parts = []
+    for shard in meta["shards"]:
+        path = set_dir / shard["file"]
+        if verify and file_sha256(path) != shard["sha256"]:
+            raise PipelineError(f"{path}: checksum mismatch (corrupted); re-run its features stage with "
+                                "`dvc repro --force features@<name>`")
+        arr = np.load(path, mmap_mode="r")
+        if arr.shape[0] != shard["rows"]:
+            raise PipelineError(f"{path}: has {arr.shape[0]} rows, meta.json says {shard['rows']}; "
+                                "re-run its features stage")
+        parts.append(arr)
+    index = pd.read_parquet(set_dir / INDEX)
+    feats = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts
+                                              else np.zeros((0, meta["dim"]), STORAGE_DTYPE))
+    if len(feats) != len(index):
+        raise PipelineError(f"feature set {set_dir}: {len(feats)} feature rows but {len(index)} index rows")
+    return feats, index

@@ -1,0 +1,54 @@
+"""Where every artifact lives. dvc.yaml spells the same layout; tests/test_dvc_yaml.py keeps them in step."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBEDDED_DIGITS_ROOT = "data/raw/digits"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The project's artifact paths, relative to one repository root."""
+
+    root: Path = Path(".")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    def prepared(self, dataset: str) -> Path:
+        return self.root / "data" / "prepared" / dataset
+
+    def manifest(self, dataset: str) -> Path:
+        return self.prepared(dataset) / "manifest.parquet"
+
+    def backbone(self, name: str) -> Path:
+        return self.root / "models" / "backbones" / name
+
+    def features(self, featureset: str) -> Path:
+        return self.root / "data" / "features" / featureset
+
+    def task(self, task: str) -> Path:
+        return self.root / "models" / "tasks" / task
+
+    def head(self, task: str) -> Path:
+        return self.task(task) / "head"
+
+    def finetune(self, task: str) -> Path:
+        return self.task(task) / "finetune"
+
+    def results(self, task: str) -> Path:
+        return self.root / "results" / task
+
+    # The report lives beside results/, not in it: a DVC stage cannot depend on a folder holding its outputs.
+    @property
+    def summary_csv(self) -> Path:
+        return self.root / "reports" / "summary.csv"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "reports" / "report.md"
