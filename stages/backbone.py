@@ -1,10 +1,10 @@
 """Stage backbone@<name>: materialise a backbone (torchvision enum, local file, or seeded random init)."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from stages import backbones, cli, params as P
+from stages import backbones, cli
+from stages import params as P
 from stages.paths import Layout
 
 
@@ -13,14 +13,13 @@ def run(name: str, entry: P.Backbone, out_dir: Path, seed: int) -> backbones.Bac
     return backbones.save(model, out_dir, name, entry.arch, pre, source)
 
 
+def _main(params: P.Params, name: str) -> str:
+    info = run(name, params.backbones[name], Layout().backbone(name), params.seed)
+    return f"backbone@{name}: {info.arch} ({info.source['kind']}), {info.feature_dim}-d features"
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("name")
-    args = ap.parse_args(argv)
-    with cli.reporting_errors():
-        params = P.load()
-        info = run(args.name, params.backbones[args.name], Layout().backbone(args.name), params.seed)
-        print(f"backbone@{args.name}: {info.arch} ({info.source['kind']}), {info.feature_dim}-d features")
+    cli.stage_main(__doc__, _main, argv)
 
 
 if __name__ == "__main__":

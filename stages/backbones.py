@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision import models
 
+from stages.atomic import atomic_path, write_json
 from stages.errors import PipelineError
 from stages.params import Preprocessing
-from stages.atomic import atomic_path, write_json
 
 WEIGHTS_FILE = "weights.safetensors"
 INFO_FILE = "backbone.json"

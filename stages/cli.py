@@ -1,9 +1,10 @@
 """What every stage's main() shares: telemetry off, params loaded once, user errors as one line."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from stages.errors import PipelineError
@@ -21,3 +22,17 @@ def reporting_errors() -> Iterator[None]:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def stage_main(doc: str | None, body: Callable, argv: list[str] | None = None, entry: str | None = "name") -> None:
+    """A stage's CLI: parse the entry name (if the stage is a foreach group), load params, call
+    `body(params, name)` (or `body(params)`), print the line it returns."""
+    from stages import params as P
+
+    parser = argparse.ArgumentParser(description=doc)
+    if entry:
+        parser.add_argument(entry)
+    args = parser.parse_args(argv)
+    with reporting_errors():
+        params = P.load()
+        print(body(params, getattr(args, entry)) if entry else body(params))

@@ -20,7 +20,7 @@ def export_digits(root: Path) -> int:
     digits = load_digits()
     for label in range(10):
         (root / str(label)).mkdir(parents=True, exist_ok=True)
-    for i, (img, label) in enumerate(zip(digits.images, digits.target)):
+    for i, (img, label) in enumerate(zip(digits.images, digits.target, strict=True)):
         pixels = np.round(img * (255.0 / 16.0)).astype(np.uint8)  # 0..16 ink levels -> 8-bit gray
         Image.fromarray(pixels, mode="L").save(root / str(label) / f"{i:04d}.png")
     return len(digits.images)

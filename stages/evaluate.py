@@ -1,7 +1,6 @@
 """Stage evaluate@<task>: metrics.json per model kind (head, finetune), a confusion matrix as CSV and PNG."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -9,13 +8,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from stages import cli, heads, params as P
+from stages import cli, heads
+from stages import params as P
 from stages.atomic import atomic_path, write_csv, write_json
 from stages.features import load_features
-from stages.finetune import INFO_FILE as FT_INFO, PREDICTIONS_FILE
+from stages.finetune import INFO_FILE as FT_INFO
+from stages.finetune import PREDICTIONS_FILE
 from stages.paths import Layout
 from stages.tasks import select
-from stages.train_head import HEAD_FILE, INFO_FILE as HEAD_INFO
+from stages.train_head import HEAD_FILE
+from stages.train_head import INFO_FILE as HEAD_INFO
 
 
 def scores(preds: pd.DataFrame, n_train: int, n_classes: int) -> dict:
@@ -46,7 +48,7 @@ def _plot(confusions: dict[str, np.ndarray], classes: list[str], dest: Path, nor
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(confusions), figsize=(4.5 * len(confusions), 4), squeeze=False)
-    for ax, (kind, cm) in zip(axes[0], confusions.items()):
+    for ax, (kind, cm) in zip(axes[0], confusions.items(), strict=True):
         shown = cm / cm.sum(1, keepdims=True).clip(min=1) if normalize else cm
         ax.imshow(shown, cmap="Blues")
         ax.set(title=f"{kind} (test)", xlabel="predicted", ylabel="actual",
@@ -84,15 +86,14 @@ def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout
     return metrics
 
 
+def _main(params: P.Params, task: str) -> str:
+    metrics = run(task, params.tasks[task], params.evaluate, params.seed, Layout())
+    return f"evaluate@{task}: " + ", ".join(f"{k} test accuracy {m['test_accuracy']:.3f}"
+                                            for k, m in metrics.items())
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("task")
-    args = ap.parse_args(argv)
-    with cli.reporting_errors():
-        params = P.load()
-        metrics = run(args.task, params.tasks[args.task], params.evaluate, params.seed, Layout())
-        print(f"evaluate@{args.task}: " + ", ".join(f"{k} test accuracy {m['test_accuracy']:.3f}"
-                                                   for k, m in metrics.items()))
+    cli.stage_main(__doc__, _main, argv)
 
 
 if __name__ == "__main__":

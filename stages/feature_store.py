@@ -1,4 +1,4 @@
-"""On-disk feature sets: float16 .npy shards + index.parquet + meta.json, written atomically, read memory-mapped."""
+"""On-disk feature sets: float16 .npy shards + index.parquet + meta.json; atomic writes, memory-mapped reads."""
 from __future__ import annotations
 
 import hashlib

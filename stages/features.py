@@ -4,7 +4,6 @@ Public reader (contract): load_features(name, root=".") -> (N×D array, DataFram
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from stages import backbones, cli, devices, feature_store, images, params as P
+from stages import backbones, cli, devices, feature_store, images
+from stages import params as P
 from stages.devices import autocast_dtype
 from stages.paths import Layout
 
@@ -80,17 +80,16 @@ def run(name: str, fs: P.FeatureSet, manifest: pd.DataFrame, backbone_dir: Path,
     return FeaturesResult(len(index), info.feature_dim, seconds, meta["key_hash"])
 
 
+def _main(params: P.Params, name: str) -> str:
+    layout, fs = Layout(), params.features[name]
+    manifest = pd.read_parquet(layout.manifest(fs.dataset))
+    res = run(name, fs, manifest, layout.backbone(fs.backbone), layout.features(name),
+              devices.resolve(params.device))
+    return f"features@{name}: {res.n} x {res.dim} in {res.seconds:.1f}s"
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("name")
-    args = ap.parse_args(argv)
-    with cli.reporting_errors():
-        params, layout = P.load(), Layout()
-        fs = params.features[args.name]
-        manifest = pd.read_parquet(layout.manifest(fs.dataset))
-        res = run(args.name, fs, manifest, layout.backbone(fs.backbone), layout.features(args.name),
-                  devices.resolve(params.device))
-        print(f"features@{args.name}: {res.n} x {res.dim} in {res.seconds:.1f}s")
+    cli.stage_main(__doc__, _main, argv)
 
 
 if __name__ == "__main__":

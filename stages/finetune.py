@@ -2,17 +2,16 @@
 trained head), then predict val and test. With mode none it records that it was skipped."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from stages import backbones, cli, devices, feature_store, heads, images, params as P, trainer
+from stages import backbones, cli, devices, feature_store, heads, images, trainer
+from stages import params as P
 from stages.atomic import atomic_path, write_json, write_parquet
 from stages.paths import Layout
 from stages.tasks import select
@@ -71,15 +70,13 @@ def run(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout
     return info
 
 
+def _main(params: P.Params, task: str) -> str:
+    info = run(task, params.tasks[task], params.finetune, params.seed, Layout(), devices.resolve(params.device))
+    return f"finetune@{task}: mode {info['mode']}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("task")
-    args = ap.parse_args(argv)
-    with cli.reporting_errors():
-        params = P.load()
-        info = run(args.task, params.tasks[args.task], params.finetune, params.seed, Layout(),
-                   devices.resolve(params.device))
-        print(f"finetune@{args.task}: mode {info['mode']}")
+    cli.stage_main(__doc__, _main, argv)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def train(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Head, seed: int) ->
             opt.step()
             sched.step()
     head.eval()
-    return head, {"seconds": time.perf_counter() - start, "final_train_loss": float(loss)}
+    return head, {"seconds": time.perf_counter() - start, "final_train_loss": loss.item()}
 
 
 @torch.inference_mode()

@@ -1,16 +1,15 @@
 """Stage prepare@<dataset>: list, decode and hash every image; fix a deterministic stratified split."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from stages import cli, params as P
+from stages import cli
+from stages import params as P
 from stages.atomic import write_csv, write_parquet
 from stages.datasets import list_images
 from stages.errors import PipelineError
@@ -87,14 +86,13 @@ def _image_id(path: str, root: Path) -> str:
         return Path(path).as_posix()
 
 
+def _main(params: P.Params, name: str) -> str:
+    res = run(params.datasets[name], Layout().prepared(name), params.seed)
+    return f"prepare@{name}: {res.n_images} images {res.split_counts}, {res.n_rejected} rejected"
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("dataset")
-    args = ap.parse_args(argv)
-    with cli.reporting_errors():
-        params = P.load()
-        res = run(params.datasets[args.dataset], Layout().prepared(args.dataset), params.seed)
-        print(f"prepare@{args.dataset}: {res.n_images} images {res.split_counts}, {res.n_rejected} rejected")
+    cli.stage_main(__doc__, _main, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Stage pretrain@<name>: train a backbone on a prepared source dataset; saved like any other backbone."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from stages import backbones, cli, devices, images, params as P, trainer
+from stages import backbones, cli, devices, images, trainer
+from stages import params as P
 from stages.errors import PipelineError
 from stages.paths import Layout
 from stages.tasks import label_order
@@ -45,17 +45,15 @@ def run(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path, see
     return backbones.save(model.cpu(), out_dir, name, entry.arch, pre, source)
 
 
+def _main(params: P.Params, name: str) -> str:
+    entry, layout = params.pretrain[name], Layout()
+    manifest = pd.read_parquet(layout.manifest(entry.dataset))
+    info = run(name, entry, manifest, layout.backbone(name), params.seed, devices.resolve(params.device))
+    return f"pretrain@{name}: source val accuracy {info.source['source_val_accuracy']:.3f}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("name")
-    args = ap.parse_args(argv)
-    with cli.reporting_errors():
-        params = P.load()
-        entry, layout = params.pretrain[args.name], Layout()
-        manifest = pd.read_parquet(layout.manifest(entry.dataset))
-        info = run(args.name, entry, manifest, layout.backbone(args.name), params.seed,
-                   devices.resolve(params.device))
-        print(f"pretrain@{args.name}: source val accuracy {info.source['source_val_accuracy']:.3f}")
+    cli.stage_main(__doc__, _main, argv)
 
 
 if __name__ == "__main__":

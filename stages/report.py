@@ -1,12 +1,12 @@
 """Stage report: every task and every method side by side -> reports/summary.csv and reports/report.md."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pandas as pd
 
-from stages import cli, params as P
+from stages import cli
+from stages import params as P
 from stages.atomic import write_csv, write_text
 from stages.errors import PipelineError
 from stages.paths import Layout
@@ -38,9 +38,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args(argv)
-    with cli.reporting_errors():
-        print(markdown(run(P.load(), Layout())))
+    cli.stage_main(__doc__, lambda params: markdown(run(params, Layout())), argv, entry=None)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,11 @@
 """Stage train_head@<task>: train a linear or MLP head on a cached feature set (the backbone never runs)."""
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from stages import cli, heads, params as P
+from stages import cli, heads
+from stages import params as P
 from stages.atomic import write_json
 from stages.features import load_features
 from stages.paths import Layout
@@ -39,16 +38,15 @@ def run(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: Path, out_di
     return HeadResult(val_acc, len(train), stats["seconds"])
 
 
+def _main(params: P.Params, task: str) -> str:
+    layout = Layout()
+    res = run(task, params.tasks[task], params.head, params.seed, layout.root, layout.head(task))
+    return (f"train_head@{task}: val accuracy {res.val_accuracy:.3f} on {res.n_train} "
+            f"training images ({res.seconds:.1f}s)")
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("task")
-    args = ap.parse_args(argv)
-    with cli.reporting_errors():
-        params, layout = P.load(), Layout()
-        res = run(args.task, params.tasks[args.task], params.head, params.seed, layout.root,
-                  layout.head(args.task))
-        print(f"train_head@{args.task}: val accuracy {res.val_accuracy:.3f} on {res.n_train} "
-              f"training images ({res.seconds:.1f}s)")
+    cli.stage_main(__doc__, _main, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""Shared fixtures: a small real-data params set, and a real git + DVC repository holding this project."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+       "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GIT_AUTHOR_NAME": "t",
+       "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+# The embedded default, made small enough for tests: one epoch of source pretraining and fine-tuning.
+SMALL_PARAMS = {
+    "seed": 0, "device": "cpu",
+    "datasets": {"digits": {"source": "sklearn_digits", "root": "data/raw/digits"}},
+    "backbones": {"random": {"arch": "resnet18", "weights": "none", "image_size": 32}},
+    "pretrain": {"src": {"arch": "resnet18", "dataset": "digits", "classes": [0, 1, 2, 3, 4],
+                         "image_size": 32, "epochs": 1}},
+    "features": {"digits-src": {"dataset": "digits", "backbone": "src"},
+                 "digits-random": {"dataset": "digits", "backbone": "random"}},
+    "tasks": {"fewshot": {"features": "digits-src", "classes": [5, 6, 7, 8, 9], "shots": 5, "finetune": "lpft"},
+              "parity": {"features": "digits-src", "label_map": {5: "odd", 6: "even", 7: "odd", 8: "even", 9: "odd"}},
+              "fewshot-random": {"features": "digits-random", "classes": [5, 6, 7, 8, 9], "shots": 5}},
+    "head": {"epochs": 20},
+    "finetune": {"epochs": 1},
+    "evaluate": {},
+}
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with the venv's executables first on PATH; return its output (text)."""
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def make_project(dest: Path, params: dict) -> Path:
+    """A real git + DVC repository with this project's stages, dvc.yaml and the given params."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", cwd=dest)
+    sh("dvc", "init", "-q", cwd=dest)
+    sh("git", "add", "-A", cwd=dest)
+    sh("git", "commit", "-qm", "init", cwd=dest)
+    return dest
+
+
+@pytest.fixture
+def small_params() -> dict:
+    import copy
+
+    return copy.deepcopy(SMALL_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory) -> Path:
+    """The embedded digits exported once as an ImageFolder."""
+    from stages.datasets import export_digits
+
+    root = tmp_path_factory.mktemp("digits")
+    export_digits(root)
+    return root
