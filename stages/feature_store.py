@@ -83,7 +83,10 @@ def read(set_dir: Path, verify: bool = False) -> tuple[np.ndarray, pd.DataFrame]
         if verify and file_sha256(path) != shard["sha256"]:
             raise PipelineError(f"{path}: checksum mismatch (corrupted); re-run its features stage with "
                                 "`dvc repro --force features@<name>`")
-        arr = np.load(path, mmap_mode="r")
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as err:
+            raise PipelineError(f"{path}: truncated or unreadable ({err}); re-run its features stage") from None
         if arr.shape[0] != shard["rows"]:
             raise PipelineError(f"{path}: has {arr.shape[0]} rows, meta.json says {shard['rows']}; "
                                 "re-run its features stage")

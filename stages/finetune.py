@@ -56,7 +56,7 @@ def run(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout
     groups = [{"params": trunk_params, "lr": cfg.lr * cfg.backbone_lr_mult},
               {"params": head_params, "lr": cfg.lr}]
     stats = trainer.fit(model, groups, loader(rows[rows["split"] == "train"], True), cfg.epochs, device,
-                        cfg.weight_decay, cfg.label_smoothing, desc=f"finetune@{task_name}")
+                        cfg.weight_decay, cfg.label_smoothing, cfg.freeze_norm, desc=f"finetune@{task_name}")
     evals = rows[rows["split"].isin(["val", "test"])]
     logits = trainer.predict(model, loader(evals, False), device)
     preds = evals[["image_id", "split", "target", "y"]].assign(pred=logits.argmax(1))

@@ -50,7 +50,8 @@ def train(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Head, seed: int) ->
     head = FeatureHead(xt.shape[1], n_classes, cfg.kind, cfg.hidden_dim)
     if cfg.standardize:
         head.mean.copy_(xt.mean(0))
-        head.std.copy_(xt.std(0).clamp_min(1e-6))
+        std = xt.std(0)  # a feature constant in training keeps scale 1 (as StandardScaler does)
+        head.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = -(-len(xt) // cfg.batch_size)
     sched = warmup_cosine(opt, cfg.epochs * steps)

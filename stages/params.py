@@ -113,6 +113,7 @@ class Finetune(_Strict):
     backbone_lr_mult: float = Field(0.1, ge=0, description="backbone lr = lr * backbone_lr_mult")
     weight_decay: float = Field(1e-4, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    freeze_norm: bool = Field(True, description="keep batch-norm statistics fixed while fine-tuning")
 
 
 class Evaluate(_Strict):
@@ -197,5 +198,8 @@ def load(path: Path | str = "params.yaml") -> Params:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise PipelineError(f"{path}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise PipelineError(f"{path}: not valid YAML{where}: {problem}") from None
     return parse(data or {}, path)

@@ -60,7 +60,7 @@ def select(index: pd.DataFrame, task: Task, seed: int, name: str = "task") -> Se
 
 def _few_shot(frame: pd.DataFrame, k: int, seed: int, name: str) -> pd.DataFrame:
     train = frame[frame["split"] == "train"]
-    counts = train["target"].value_counts()
+    counts = train["target"].value_counts().reindex(label_order(frame["target"]), fill_value=0)
     short = counts[counts < k]
     if not short.empty:
         cls, n = short.index[0], int(short.iloc[0])

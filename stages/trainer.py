@@ -32,8 +32,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fra
 
 
 def fit(model: nn.Module, groups: list[dict], train: DataLoader, epochs: int, device: torch.device,
-        weight_decay: float = 0.0, label_smoothing: float = 0.0, desc: str = "train") -> dict:
-    """Train with AdamW + warmup-cosine; `groups` are optimizer param groups with their own lr."""
+        weight_decay: float = 0.0, label_smoothing: float = 0.0, freeze_norm: bool = False,
+        desc: str = "train") -> dict:
+    """Train with AdamW + warmup-cosine; `groups` are optimizer param groups with their own lr.
+    freeze_norm keeps batch-norm statistics fixed (small target sets give noisy batch statistics)."""
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -43,6 +45,10 @@ def fit(model: nn.Module, groups: list[dict], train: DataLoader, epochs: int, de
     start, losses = time.perf_counter(), []
     for _ in tqdm(range(epochs), desc=desc, unit="epoch", mininterval=1.0):
         model.train()
+        if freeze_norm:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         total, n = 0.0, 0
         for x, y in train:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

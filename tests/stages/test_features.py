@@ -1,0 +1,143 @@
+"""features: a real (tiny, random-init) resnet18 over real digit images, cached as float16 shards."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from stages import backbone, backbones, feature_store, features, images, prepare
+from stages.errors import PipelineError
+from stages.params import Backbone, Dataset, FeatureSet
+from stages.paths import Layout
+
+CPU = torch.device("cpu")
+FS = FeatureSet(dataset="tiny", backbone="bb32", batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_digits):
+    """prepare + backbone (image_size 32 and 24, same seed) + one feature set, in a tmp layout."""
+    layout = Layout(tmp_path_factory.mktemp("proj"))
+    prepare.run(Dataset(source="imagefolder", root=str(tiny_digits)), layout.prepared("tiny"), seed=0)
+    manifest = pd.read_parquet(layout.manifest("tiny"))
+    for name, size in (("bb32", 32), ("bb24", 24)):
+        backbone.run(name, Backbone(arch="resnet18", weights="none", image_size=size), layout.backbone(name), 0)
+    res = features.run("f32", FS, manifest, layout.backbone("bb32"), layout.features("f32"), CPU)
+    return layout, manifest, res
+
+
+def test_load_features_shape_dtype_and_order(project):
+    layout, manifest, res = project
+    feats, index = features.load_features("f32", layout.root)
+    assert len(manifest) == 40
+    assert feats.dtype == np.float16 and feats.shape == (40, 512) == (res.n, res.dim)
+    assert list(index.columns) == ["image_id", "label", "split"]
+    pd.testing.assert_frame_equal(index, manifest[["image_id", "label", "split"]].reset_index(drop=True))
+    assert np.isfinite(feats).all() and feats.std(0).max() > 0
+
+
+def test_rows_are_the_trunks_features_of_each_image(project):
+    layout, manifest, _ = project
+    feats, _ = features.load_features("f32", layout.root)
+    trunk, info = backbones.load_trunk(layout.backbone("bb32"))
+    tf = images.transform(info.preprocessing)
+    rows = [0, 17, 39]
+    with torch.no_grad():
+        x = torch.stack([tf(images.decode(manifest["path"].iloc[i])) for i in rows])
+        expected = trunk.eval()(x).numpy()
+    np.testing.assert_allclose(feats[rows].astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_rerun_is_bit_identical(project, tmp_path):
+    layout, manifest, res = project
+    again = tmp_path / "again"
+    res2 = features.run("f32", FS, manifest, layout.backbone("bb32"), again, CPU)
+    a, _ = feature_store.read(layout.features("f32"), verify=True)
+    b, _ = feature_store.read(again, verify=True)
+    assert a.tobytes() == b.tobytes()
+    assert res2.key_hash == res.key_hash
+
+
+def test_meta_holds_the_key(project):
+    layout, _, res = project
+    meta = json.loads((layout.features("f32") / feature_store.META).read_text())
+    info = backbones.read_info(layout.backbone("bb32"))
+    key = meta["key"]
+    assert key["backbone_fingerprint"] == info.fingerprint
+    assert key["preprocessing"] == info.preprocessing and key["preprocessing"]["crop_size"] == 32
+    assert key["torch"] == torch.__version__ and "torchvision" in key
+    assert key["storage_dtype"] == "float16" and key["compute_dtype"] == "float32"
+    assert meta["key_hash"] == feature_store.key_hash(key) == res.key_hash
+    assert (meta["n"], meta["dim"], meta["dataset"], meta["backbone"]) == (40, 512, "tiny", "bb32")
+    assert sum(s["rows"] for s in meta["shards"]) == 40
+
+
+def test_other_preprocessing_other_key(project, tmp_path):
+    layout, manifest, res = project
+    fs = FeatureSet(dataset="tiny", backbone="bb24", batch_size=16)
+    res24 = features.run("f24", fs, manifest, layout.backbone("bb24"), tmp_path / "f24", CPU)
+    meta24 = feature_store.read_meta(tmp_path / "f24")
+    meta32 = feature_store.read_meta(layout.features("f32"))
+    # same seed, same weights: the preprocessing alone must change the key
+    assert meta24["key"]["backbone_fingerprint"] == meta32["key"]["backbone_fingerprint"]
+    assert meta24["key"]["preprocessing"]["crop_size"] == 24
+    assert res24.key_hash != res.key_hash
+
+
+def test_shard_writer_splits_and_reads_back(project, tmp_path):
+    layout, _, _ = project
+    feats, index = feature_store.read(layout.features("f32"))
+    writer = feature_store.ShardWriter(tmp_path / "sharded", shard_rows=7)
+    for start in range(0, 40, 3):  # uneven batches straddle the shard boundaries
+        writer.add(np.asarray(feats[start:start + 3], np.float32))
+    shards = writer.close()
+    feature_store.write(tmp_path / "sharded", index, shards, {"dim": 512})
+    assert [s["rows"] for s in shards] == [7] * 5 + [5]
+    again, index2 = feature_store.read(tmp_path / "sharded", verify=True)
+    assert np.array_equal(again, feats) and again.dtype == np.float16
+    pd.testing.assert_frame_equal(index2, index)
+
+
+def _copy_set(src, dest):
+    import shutil
+
+    shutil.copytree(src, dest)
+    meta = feature_store.read_meta(dest)
+    return dest / meta["shards"][0]["file"]
+
+
+def test_truncated_shard_fails_checksum(project, tmp_path):
+    layout, _, _ = project
+    shard = _copy_set(layout.features("f32"), tmp_path / "copy")
+    size = shard.stat().st_size
+    with open(shard, "r+b") as f:
+        f.truncate(size - 512)
+    with pytest.raises(PipelineError, match="checksum"):
+        feature_store.read(tmp_path / "copy", verify=True)
+
+
+def test_shard_with_fewer_rows_than_meta(project, tmp_path):
+    layout, _, _ = project
+    shard = _copy_set(layout.features("f32"), tmp_path / "copy")
+    arr = np.load(shard)
+    np.save(shard, arr[:-3])
+    with pytest.raises(PipelineError, match="37 rows, meta.json says 40"):
+        feature_store.read(tmp_path / "copy")
+
+
+def test_truncated_shard_without_verify(project, tmp_path):
+    layout, _, _ = project
+    shard = _copy_set(layout.features("f32"), tmp_path / "copy")
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size - 512)
+    with pytest.raises(PipelineError):
+        feature_store.read(tmp_path / "copy")
+
+
+def test_incomplete_set_without_meta(tmp_path):
+    (tmp_path / "set" / feature_store.SHARDS).mkdir(parents=True)
+    with pytest.raises(PipelineError, match="missing or incomplete"):
+        features.load_features("set", tmp_path)

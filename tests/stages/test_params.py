@@ -1,0 +1,124 @@
+"""params.yaml validation: the repo's default validates; every kind of mistake is one line naming the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import params as P
+from stages.errors import PipelineError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _error(data: dict) -> str:
+    with pytest.raises(PipelineError) as err:
+        P.parse(data)
+    msg = str(err.value)
+    assert "\n" not in msg, f"message is not one line: {msg!r}"
+    return msg
+
+
+def test_default_params_yaml_validates():
+    params = P.load(REPO / "params.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(params.tasks) == set(raw["tasks"])
+    assert set(params.features) == set(raw["features"])
+    # every reference resolves, and YAML ints become the string labels the stages compare against
+    for task in params.tasks.values():
+        fs = params.features[task.features]
+        assert fs.dataset in params.datasets
+        assert params.backbone_source(fs.backbone).arch
+        assert task.classes is None or all(isinstance(c, str) for c in task.classes)
+
+
+def test_small_params_validate(small_params):
+    params = P.parse(small_params)
+    assert params.device == "cpu"
+    assert params.tasks["fewshot"].classes == ["5", "6", "7", "8", "9"]
+    assert params.tasks["parity"].label_map["5"] == "odd"
+    assert params.head.epochs == 20 and params.head.kind == "linear"
+
+
+def test_unknown_key_names_its_path(small_params):
+    small_params["head"]["epoch"] = 3
+    msg = _error(small_params)
+    assert "head.epoch" in msg and "unknown key" in msg
+
+
+def test_wrong_type_names_its_path(small_params):
+    small_params["head"]["epochs"] = "many"
+    msg = _error(small_params)
+    assert "head.epochs" in msg
+
+
+def test_bad_literal_names_its_path_and_value(small_params):
+    small_params["head"]["kind"] = "cnn"
+    msg = _error(small_params)
+    assert "head.kind" in msg and "'cnn'" in msg
+
+
+def test_task_naming_missing_featureset(small_params):
+    small_params["tasks"]["x"] = {"features": "nope"}
+    msg = _error(small_params)
+    assert "tasks.x.features" in msg and "'nope'" in msg
+
+
+def test_featureset_naming_missing_backbone(small_params):
+    small_params["features"]["digits-random"]["backbone"] = "ghost"
+    msg = _error(small_params)
+    assert "features.digits-random.backbone" in msg and "'ghost'" in msg
+
+
+def test_pretrain_name_clashing_with_backbone(small_params):
+    small_params["pretrain"]["random"] = dict(small_params["pretrain"]["src"])
+    msg = _error(small_params)
+    assert "pretrain.random" in msg
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "CPU", ""])
+def test_bad_device(small_params, device):
+    small_params["device"] = device
+    msg = _error(small_params)
+    assert msg.split(": ", 1)[1].startswith("device")
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_good_devices(small_params, device):
+    small_params["device"] = device
+    assert P.parse(small_params).device == device
+
+
+def test_several_problems_still_one_line(small_params):
+    small_params["head"]["epoch"] = 3
+    small_params["finetune"]["lr"] = "fast"
+    msg = _error(small_params)
+    assert "more problem" in msg
+
+
+def test_load_reads_a_file(tmp_path, small_params):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small_params))
+    assert P.load(path) == P.parse(small_params)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(PipelineError, match="not found"):
+        P.load(tmp_path / "nope.yaml")
+
+
+def test_load_invalid_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: [1, 2\ndevice: cpu\n")
+    with pytest.raises(PipelineError, match="not valid YAML at line") as err:
+        P.load(path)
+    assert "\n" not in str(err.value)
+
+
+def test_load_validates(tmp_path, small_params):
+    small_params["tasks"]["x"] = {"features": "nope"}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small_params))
+    with pytest.raises(PipelineError, match=r"tasks\.x\.features"):
+        P.load(path)
