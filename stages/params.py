@@ -76,6 +76,8 @@ class FeatureSet(_Strict):
     backbone: str
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
+    store: str | None = Field(None, description="folder of the per-image feature store shared across runs "
+                              "and checkouts; default $TRANSFERLAB_FEATURE_STORE, else .cache/features")
 
 
 class Task(_Strict):

@@ -20,6 +20,10 @@ class Layout:
     def params(self) -> Path:
         return self.root / "params.yaml"
 
+    @property
+    def params_ok(self) -> Path:
+        return self.root / "data" / "params.ok"
+
     def prepared(self, dataset: str) -> Path:
         return self.root / "data" / "prepared" / dataset
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages import cli, heads
+from stages import cli, heads, reference
 from stages import params as P
 from stages.atomic import write_json
 from stages.features import load_features
 from stages.paths import Layout
 from stages.tasks import select
 
-HEAD_FILE, INFO_FILE = "head.safetensors", "head.json"
+HEAD_FILE, INFO_FILE, REFERENCE_FILE = "head.safetensors", "head.json", "reference.safetensors"
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,14 @@ def run(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: Path, out_di
                               cfg, seed)
     val_pred = heads.predict(head, feats[val["row"].to_numpy()]).argmax(1)
     val_acc = float((val_pred == val["y"].to_numpy()).mean()) if len(val) else float("nan")
+    ref_weights, ref = reference.fit(feats[train["row"].to_numpy()], train["y"].to_numpy(),
+                                     feats[val["row"].to_numpy()], val["y"].to_numpy(), seed)
     info = {"task": task_name, "features": task.features, "classes": sel.classes,
             "hyperparameters": cfg.model_dump(), "n_train": int(len(train)),
-            "val_accuracy": round(val_acc, 6), "seconds": round(stats["seconds"], 3)}
+            "val_accuracy": round(val_acc, 6), "seconds": round(stats["seconds"], 3), "reference": ref}
     out_dir.mkdir(parents=True, exist_ok=True)
     heads.save(head, out_dir / HEAD_FILE, {"classes": sel.classes})
+    reference.save(ref_weights, out_dir / REFERENCE_FILE, ref)
     write_json(out_dir / INFO_FILE, info)
     return HeadResult(val_acc, len(train), stats["seconds"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -11,7 +12,10 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+# Tests never write into the developer's own feature store (.cache/features); tests of the store pass theirs.
+os.environ.setdefault("TRANSFERLAB_FEATURE_STORE", tempfile.mkdtemp(prefix="transferlab-store-"))
+# abspath, not resolve(): the venv python is a symlink out of the venv
+BIN = Path(os.path.abspath(sys.executable)).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
        "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GIT_AUTHOR_NAME": "t",
        "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
@@ -28,9 +32,12 @@ SMALL_PARAMS = {
     "tasks": {"fewshot": {"features": "digits-src", "classes": [5, 6, 7, 8, 9], "shots": 5, "finetune": "lpft"},
               "parity": {"features": "digits-src", "label_map": {5: "odd", 6: "even", 7: "odd", 8: "even", 9: "odd"}},
               "fewshot-random": {"features": "digits-random", "classes": [5, 6, 7, 8, 9], "shots": 5}},
-    "head": {"epochs": 20},
-    "finetune": {"epochs": 1},
-    "evaluate": {},
+    # Sections spelled out in full, as in params.yaml: `dvc exp run -S head.lr=...` overrides existing keys only.
+    "head": {"kind": "linear", "hidden_dim": 256, "epochs": 20, "batch_size": 256, "lr": 0.01,
+             "weight_decay": 0.0001, "standardize": True},
+    "finetune": {"epochs": 1, "batch_size": 32, "lr": 0.0003, "backbone_lr_mult": 0.1, "weight_decay": 0.0001,
+                 "label_smoothing": 0.0, "freeze_norm": True},
+    "evaluate": {"normalize_confusion": False},
 }
 
 

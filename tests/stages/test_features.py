@@ -17,6 +17,14 @@ CPU = torch.device("cpu")
 FS = FeatureSet(dataset="tiny", backbone="bb32", batch_size=16)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_store(tmp_path_factory):
+    """Keep the per-image store these runs default to out of the working directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(feature_store.STORE_ENV, str(tmp_path_factory.mktemp("store")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_digits):
     """prepare + backbone (image_size 32 and 24, same seed) + one feature set, in a tmp layout."""
@@ -70,9 +78,11 @@ def test_meta_holds_the_key(project):
     assert key["preprocessing"] == info.preprocessing and key["preprocessing"]["crop_size"] == 32
     assert key["torch"] == torch.__version__ and "torchvision" in key
     assert key["storage_dtype"] == "float16" and key["compute_dtype"] == "float32"
+    assert key["device"] == "cpu" and key["forward_batch_size"] == 16
     assert meta["key_hash"] == feature_store.key_hash(key) == res.key_hash
     assert (meta["n"], meta["dim"], meta["dataset"], meta["backbone"]) == (40, 512, "tiny", "bb32")
     assert sum(s["rows"] for s in meta["shards"]) == 40
+    assert (meta["extracted"], meta["reused"]) == (40, 0)
 
 
 def test_other_preprocessing_other_key(project, tmp_path):

@@ -88,7 +88,7 @@ def test_finetune_and_evaluate(project):
     metrics = evaluate.run("lpft", LPFT, Evaluate(), 0, layout)
     on_disk = json.loads((layout.results("lpft") / "metrics.json").read_text())
     assert on_disk == metrics
-    assert set(on_disk) == {"head", "finetune"}
+    assert set(on_disk) == {"head", "reference", "finetune"}
     wanted = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
     used = manifest[manifest["label"].isin(["0", "1", "2"])]
     for kind in ("head", "finetune"):
@@ -105,9 +105,9 @@ def test_finetune_and_evaluate(project):
     assert on_disk["finetune"]["test_accuracy"] == pytest.approx((test["pred"] == test["y"]).mean(), abs=1e-6)
     assert set(preds["image_id"]) == set(used.loc[used["split"] != "train", "image_id"])
 
-    head_preds, _ = evaluate.head_predictions("lpft", LPFT, 0, layout)
-    htest = head_preds[head_preds["split"] == "test"]
-    assert on_disk["head"]["test_accuracy"] == pytest.approx((htest["pred"] == htest["y"]).mean(), abs=1e-6)
+    for kind, (kind_preds, _) in evaluate.feature_predictions("lpft", LPFT, 0, layout).items():
+        ktest = kind_preds[kind_preds["split"] == "test"]
+        assert on_disk[kind]["test_accuracy"] == pytest.approx((ktest["pred"] == ktest["y"]).mean(), abs=1e-6)
     confusion = pd.read_csv(layout.results("lpft") / "confusion.csv")
     assert len(confusion) == on_disk["head"]["n_test"]
     assert (layout.results("lpft") / "confusion.png").stat().st_size > 0
@@ -119,4 +119,4 @@ def test_finetune_none_is_recorded_and_evaluated_as_head_only(project):
     assert info == {"task": "plain", "mode": "none"}
     assert not (layout.finetune("plain") / finetune.WEIGHTS_FILE).exists()
     metrics = evaluate.run("plain", NONE, Evaluate(normalize_confusion=True), 0, layout)
-    assert set(metrics) == {"head"}
+    assert set(metrics) == {"head", "reference"}

@@ -1,0 +1,307 @@
+"""The whole pipeline under real DVC in a temporary git repository, checked the way a user sees it.
+
+One module-scoped `dvc repro` of SMALL_PARAMS (about a minute on a free machine); every test that changes
+the repository works in its own copy of it, so the tests do not depend on their order.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from stages.errors import PipelineError
+from stages.params import Head, parse
+from stages.paths import Layout
+from tests.conftest import REPO, SMALL_PARAMS, make_project, sh
+
+METRIC_KEYS = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
+RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+UPSTREAM = ("export_digits", "prepare@", "backbone@", "pretrain@", "features@")
+
+
+def pipeline_params() -> dict:
+    """SMALL_PARAMS with the `head` section spelled out in full (values = the schema defaults, epochs from
+    SMALL_PARAMS), as the project's params.yaml does: `dvc exp run -S head.lr=...` can only override a key
+    that params.yaml already holds (Hydra: "Key 'lr' is not in struct")."""
+    params = copy.deepcopy(SMALL_PARAMS)
+    params["head"] = {**Head().model_dump(), **params["head"]}
+    return params
+
+
+PARAMS = pipeline_params()
+
+
+def ran(output: str) -> set[str]:
+    """The stages a dvc repro / exp run output says it ran."""
+    return set(RUNNING.findall(output))
+
+
+def expected_stages(params: dict) -> set[str]:
+    stages = {"validate", "export_digits", "report"}
+    stages |= {f"prepare@{d}" for d in params["datasets"]}
+    stages |= {f"backbone@{b}" for b in params["backbones"]}
+    stages |= {f"pretrain@{p}" for p in params["pretrain"]}
+    stages |= {f"features@{f}" for f in params["features"]}
+    stages |= {f"{kind}@{t}" for t in params["tasks"] for kind in ("train_head", "finetune", "evaluate")}
+    return stages
+
+
+def metrics(repo: Path, task: str) -> dict:
+    return json.loads((Layout(repo).results(task) / "metrics.json").read_text())
+
+
+def write_params(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def workspace(src: Path, dest: Path, commit: bool = True) -> Path:
+    """A private copy of a built repository; the (immutable, content-addressed) DVC cache is hard-linked."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return {"cache", "tmp"} & set(names) if Path(folder) == src / ".dvc" else set()
+
+    shutil.copytree(src, dest, symlinks=True, ignore=ignore)
+    shutil.copytree(src / ".dvc" / "cache", dest / ".dvc" / "cache", copy_function=os.link)
+    if commit:
+        sh("git", "add", "-A", cwd=dest)
+        sh("git", "commit", "-qm", "baseline", cwd=dest)
+    return dest
+
+
+@dataclass(frozen=True)
+class Built:
+    repo: Path
+    output: str  # stdout + stderr of the first `dvc repro`
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Built:
+    repo = make_project(tmp_path_factory.mktemp("pipeline") / "repo", PARAMS)
+    proc = sh("dvc", "repro", cwd=repo)
+    return Built(repo, proc.stdout + proc.stderr)
+
+
+# --- the first dvc repro --------------------------------------------------------------------------------
+
+
+def test_repro_runs_every_stage_and_writes_metrics_for_every_task(built):
+    assert ran(built.output) == expected_stages(PARAMS)
+    for task, spec in PARAMS["tasks"].items():
+        m = metrics(built.repo, task)
+        assert METRIC_KEYS <= set(m["head"]), (task, m)
+        for key in ("test_accuracy", "val_accuracy", "macro_f1"):
+            assert 0.0 <= m["head"][key] <= 1.0, (task, key, m)
+        assert m["head"]["n_test"] > 50, m  # digits 5-9 have ~900 images; 15% are test
+        if spec.get("shots"):
+            assert m["head"]["n_train"] == spec["shots"] * len(spec["classes"]), (task, m)
+        else:
+            assert m["head"]["n_train"] > 300, (task, m)
+        if spec.get("finetune", "none") == "none":
+            assert "finetune" not in m, (task, m)
+        else:
+            assert METRIC_KEYS <= set(m["finetune"]), (task, m)
+            assert m["finetune"]["mode"] == spec["finetune"]
+            assert m["finetune"]["n_test"] == m["head"]["n_test"]
+            assert m["finetune"]["test_accuracy"] > 0.4, m  # 5 classes: chance is 0.2
+
+
+def test_accuracies_are_plausible(built):
+    # Digits are easy: even a random-init ResNet's features separate them well above chance (0.2 for 5
+    # classes; 0.6 for always answering "odd" in the parity task), and one epoch of source pretraining more.
+    parity = metrics(built.repo, "parity")["head"]
+    assert parity["test_accuracy"] > 0.85, parity
+    assert parity["macro_f1"] > 0.8, parity
+    fewshot = metrics(built.repo, "fewshot")["head"]
+    assert fewshot["test_accuracy"] > 0.5, fewshot
+    random = metrics(built.repo, "fewshot-random")["head"]
+    assert random["test_accuracy"] > 0.35, random
+
+
+def test_report_lists_every_task_and_method(built):
+    layout = Layout(built.repo)
+    table = pd.read_csv(layout.summary_csv)
+    assert set(table["task"]) == set(PARAMS["tasks"])
+    assert set(table.loc[table["task"] == "fewshot", "method"]) == {"head", "lpft"}
+    assert set(table.loc[table["task"] == "parity", "method"]) == {"head"}
+    for task in PARAMS["tasks"]:
+        row = table[(table["task"] == task) & (table["method"] == "head")].iloc[0]
+        assert row["test_accuracy"] == pytest.approx(metrics(built.repo, task)["head"]["test_accuracy"])
+        assert row["features"] == PARAMS["tasks"][task]["features"]
+    report = layout.report_md.read_text()
+    for task in PARAMS["tasks"]:
+        assert f"| {task} " in report, task
+    assert "lpft" in report
+
+
+def test_second_repro_runs_no_stage(built):
+    proc = sh("dvc", "repro", cwd=built.repo)
+    out = proc.stdout + proc.stderr
+    assert "Running stage" not in out, out
+    assert not ran(out)
+    status = sh("dvc", "status", cwd=built.repo)
+    assert "up to date" in status.stdout, status.stdout
+    assert json.loads(sh("dvc", "status", "--json", cwd=built.repo).stdout) == {}
+
+
+# --- the feature store ----------------------------------------------------------------------------------
+
+
+def test_load_features_matches_the_manifest_row_for_row(built):
+    import torch
+
+    from stages import backbones, images
+    from stages.features import load_features
+
+    layout = Layout(built.repo)
+    feats, index = load_features("digits-src", root=built.repo)
+    manifest = pd.read_parquet(layout.manifest("digits"))
+    n = len(manifest)
+    assert n == 1797  # scikit-learn's digits
+    assert feats.shape == (n, 512)
+    assert feats.dtype == np.float16
+    assert list(index.columns) == ["image_id", "label", "split"]
+    assert len(index) == n
+    assert index["image_id"].tolist() == manifest["image_id"].tolist()
+    assert index["label"].astype(str).tolist() == manifest["label"].astype(str).tolist()
+    assert set(index["split"]) == {"train", "val", "test"}
+    assert np.isfinite(feats.astype(np.float32)).all()
+
+    # Row i of the array is the backbone's output for row i of the frame: recompute a few rows.
+    trunk, info = backbones.load_trunk(layout.backbone("src"))
+    trunk.eval()
+    tf = images.transform(info.preprocessing)
+    paths = dict(zip(manifest["image_id"], manifest["path"], strict=True))
+    rows = [0, n // 2, n - 1]
+    with torch.inference_mode():
+        x = torch.stack([tf(images.decode(built.repo / paths[index["image_id"][i]])) for i in rows])
+        fresh = trunk(x).flatten(1).numpy()
+    stored = feats[rows].astype(np.float32)
+    np.testing.assert_allclose(stored, fresh, rtol=2e-2, atol=2e-2)
+    neighbours = feats[[1, n // 2 + 1, n - 2]].astype(np.float32)
+    assert not np.allclose(neighbours, fresh, rtol=2e-2, atol=2e-2)
+
+
+# --- changing things ------------------------------------------------------------------------------------
+
+
+def test_new_task_on_existing_features_runs_only_its_own_stages(built, tmp_path):
+    repo = workspace(built.repo, tmp_path / "repo")
+    params = copy.deepcopy(PARAMS)
+    params["tasks"]["all"] = {"features": "digits-src", "classes": [5, 6, 7, 8, 9]}
+    write_params(repo, params)
+    proc = sh("dvc", "repro", cwd=repo)
+    stages = ran(proc.stdout)
+    assert not [s for s in stages if s.startswith(UPSTREAM)], stages
+    # validate re-checks the edited params.yaml; its marker is unchanged, so nothing upstream re-runs
+    assert stages == {"validate", "train_head@all", "finetune@all", "evaluate@all", "report"}, stages
+    assert metrics(repo, "all")["head"]["test_accuracy"] > 0.5
+    assert "all" in set(pd.read_csv(Layout(repo).summary_csv)["task"])
+    for task in PARAMS["tasks"]:  # the others were not re-evaluated
+        assert metrics(repo, task) == metrics(built.repo, task)
+
+
+def test_exp_run_set_param_shows_in_exp_show(built, tmp_path):
+    repo = workspace(built.repo, tmp_path / "repo")
+    proc = sh("dvc", "exp", "run", "-S", "head.lr=0.05", cwd=repo)
+    stages = ran(proc.stdout)
+    assert {f"train_head@{t}" for t in PARAMS["tasks"]} <= stages, stages
+    assert not [s for s in stages if s.startswith(UPSTREAM)], stages
+
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
+    baseline = next(r for r in shown if r["rev"] != "workspace")
+    assert baseline["data"]["params"]["params.yaml"]["data"]["head"]["lr"] == PARAMS["head"]["lr"]
+    exps = [rev for exp in baseline.get("experiments") or [] for rev in exp["revs"]]
+    assert len(exps) == 1, exps
+    exp = exps[0]["data"]
+    assert exp["params"]["params.yaml"]["data"]["head"]["lr"] == 0.05
+    for task in PARAMS["tasks"]:
+        head = exp["metrics"][f"results/{task}/metrics.json"]["data"]["head"]
+        assert METRIC_KEYS <= set(head), (task, head)
+        assert 0.0 <= head["test_accuracy"] <= 1.0
+
+
+def test_params_diff_and_metrics_diff_after_changing_head_epochs(built, tmp_path):
+    repo = workspace(built.repo, tmp_path / "repo")  # committed: HEAD is the baseline
+    params = copy.deepcopy(PARAMS)
+    params["head"]["epochs"] = 3
+    write_params(repo, params)
+    proc = sh("dvc", "repro", cwd=repo)
+    assert {f"train_head@{t}" for t in PARAMS["tasks"]} <= ran(proc.stdout)
+    assert not [s for s in ran(proc.stdout) if s.startswith(UPSTREAM)]
+
+    pdiff = json.loads(sh("dvc", "params", "diff", "--json", cwd=repo).stdout)
+    assert list(pdiff) == ["params.yaml"] and list(pdiff["params.yaml"]) == ["head.epochs"], pdiff
+    change = pdiff["params.yaml"]["head.epochs"]
+    assert (change["old"], change["new"]) == (PARAMS["head"]["epochs"], 3), pdiff
+
+    mdiff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo).stdout)
+    changed = {(path, key) for path, entries in mdiff.items() for key, d in entries.items()
+               if key.startswith("head.") and key.split(".", 1)[1] in ("test_accuracy", "val_accuracy",
+                                                                       "macro_f1")
+               and d["old"] != d["new"]}
+    assert changed, mdiff
+
+
+# --- bad params -----------------------------------------------------------------------------------------
+
+
+def _bad(kind: str) -> tuple[dict, str]:
+    params = copy.deepcopy(PARAMS)
+    if kind == "unknown-key":
+        params["head"]["epoch"] = 5
+        return params, "head.epoch"
+    if kind == "wrong-type":
+        params["head"]["epochs"] = "many"
+        return params, "head.epochs"
+    params["tasks"]["parity"]["features"] = "no-such-set"
+    return params, "tasks.parity.features"
+
+
+BAD = ["unknown-key", "wrong-type", "missing-featureset"]
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_parse_rejects_bad_params_naming_the_key(kind):
+    params, key = _bad(kind)
+    with pytest.raises(PipelineError) as err:
+        parse(params)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"{key}:" in msg, msg
+    if kind == "missing-featureset":
+        assert "no-such-set" in msg and "digits-src" in msg, msg  # says what is wrong and what exists
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_stage_cli_fails_with_one_error_line(kind, tmp_path):
+    shutil.copytree(REPO / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    params, key = _bad(kind)
+    write_params(tmp_path, params)
+    proc = sh("python", "-m", "stages.train_head", "parity", cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert f"{key}:" in errors[0], errors
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_dvc_repro_with_bad_params_fails_naming_the_key(built, tmp_path, kind):
+    repo = workspace(built.repo, tmp_path / "repo", commit=False)
+    params, key = _bad(kind)
+    write_params(repo, params)
+    proc = sh("dvc", "repro", cwd=repo, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert f"{key}:" in errors[0], errors
+    assert "Traceback" not in proc.stderr, proc.stderr
