@@ -18,32 +18,23 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import backbone, feature_store, features, prepare
-from stages.params import Backbone, Dataset, FeatureSet
+from stages import feature_store, features, prepare
+from stages.params import Dataset, FeatureSet
 from stages.paths import Layout
 from tests.conftest import REPO
-from tests.stages.conftest import subset_imagefolder
+from tests.stages.conftest import subset_imagefolder, tiny_layout
 
 CPU = torch.device("cpu")
 FS = FeatureSet(dataset="tiny", backbone="bb32", batch_size=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_default_store(tmp_path_factory):
-    """Runs that fall back to the environment's store must not write into the working directory."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(feature_store.STORE_ENV, str(tmp_path_factory.mktemp("env-store")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_store")
 
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory, tiny_digits) -> Layout:
-    """A project root with dataset tiny (40 images) and backbones bb32 / bb24 (same seed, other image size)."""
-    layout = Layout(tmp_path_factory.mktemp("proj"))
-    prepare.run(Dataset(source="imagefolder", root=str(tiny_digits)), layout.prepared("tiny"), seed=0)
-    for name, size in (("bb32", 32), ("bb24", 24)):
-        backbone.run(name, Backbone(arch="resnet18", weights="none", image_size=size), layout.backbone(name), 0)
-    return layout
+    """Dataset tiny (40 images) and backbones bb32 / bb24."""
+    return tiny_layout(tmp_path_factory.mktemp("proj"), tiny_digits)
 
 
 @pytest.fixture(scope="module")

@@ -8,31 +8,23 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import backbone, backbones, feature_store, features, images, prepare
+from stages import backbones, feature_store, features, images
 from stages.errors import PipelineError
-from stages.params import Backbone, Dataset, FeatureSet
-from stages.paths import Layout
+from stages.params import FeatureSet
+from tests.stages.conftest import tiny_layout
 
 CPU = torch.device("cpu")
 FS = FeatureSet(dataset="tiny", backbone="bb32", batch_size=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_store(tmp_path_factory):
-    """Keep the per-image store these runs default to out of the working directory."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(feature_store.STORE_ENV, str(tmp_path_factory.mktemp("store")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_store")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_digits):
-    """prepare + backbone (image_size 32 and 24, same seed) + one feature set, in a tmp layout."""
-    layout = Layout(tmp_path_factory.mktemp("proj"))
-    prepare.run(Dataset(source="imagefolder", root=str(tiny_digits)), layout.prepared("tiny"), seed=0)
+    """Dataset tiny, backbones bb32 / bb24, and one feature set, in a tmp layout."""
+    layout = tiny_layout(tmp_path_factory.mktemp("proj"), tiny_digits)
     manifest = pd.read_parquet(layout.manifest("tiny"))
-    for name, size in (("bb32", 32), ("bb24", 24)):
-        backbone.run(name, Backbone(arch="resnet18", weights="none", image_size=size), layout.backbone(name), 0)
     res = features.run("f32", FS, manifest, layout.backbone("bb32"), layout.features("f32"), CPU)
     return layout, manifest, res
 
