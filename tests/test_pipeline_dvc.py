@@ -129,12 +129,14 @@ def test_report_lists_every_task_and_method(built):
     layout = Layout(built.repo)
     table = pd.read_csv(layout.summary_csv)
     assert set(table["task"]) == set(PARAMS["tasks"])
-    assert set(table.loc[table["task"] == "fewshot", "method"]) == {"head", "lpft"}
-    assert set(table.loc[table["task"] == "parity", "method"]) == {"head"}
+    assert set(table.loc[table["task"] == "fewshot", "method"]) == {"head", "reference", "lpft"}
+    assert set(table.loc[table["task"] == "parity", "method"]) == {"head", "reference"}
     for task in PARAMS["tasks"]:
-        row = table[(table["task"] == task) & (table["method"] == "head")].iloc[0]
-        assert row["test_accuracy"] == pytest.approx(metrics(built.repo, task)["head"]["test_accuracy"])
-        assert row["features"] == PARAMS["tasks"][task]["features"]
+        for kind in ("head", "reference"):
+            row = table[(table["task"] == task) & (table["method"] == kind)].iloc[0]
+            assert row["test_accuracy"] == pytest.approx(metrics(built.repo, task)[kind]["test_accuracy"])
+            assert row["features"] == PARAMS["tasks"][task]["features"]
+            assert row["seconds"] >= 0
     report = layout.report_md.read_text()
     for task in PARAMS["tasks"]:
         assert f"| {task} " in report, task
