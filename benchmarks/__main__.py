@@ -1,0 +1,234 @@
+"""python -m benchmarks [names...] [--quick] [--results DIR] [--workdir DIR] [--keep] [--summary]"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks import BENCHMARKS, NOT_BUILT
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_TEXT = {"speedup_min": "speedup ≥ {}×", "time_per_image_ratio_max": "time/image ratio ≤ {}×",
+               "peak_rss_ratio_max": "peak RSS ratio ≤ {}×"}
+
+
+def meets(result: dict, target: dict) -> bool:
+    ok = True
+    for key, bound in target.items():
+        value = result.get(key.rsplit("_", 1)[0])
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        ok &= value >= bound if key.endswith("_min") else value <= bound
+    return bool(ok)
+
+
+def run_one(name: str, quick: bool, results: Path, workdir: Path | None, keep: bool) -> dict:
+    from benchmarks.common import LoadMeter, machine
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir=workdir))
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    info, meter = machine(), LoadMeter()
+    try:
+        result = module.run(work, quick)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    out = {"name": name, "quick": quick, "started_at": started, "target": module.TARGET,
+           "meets_target": meets(result, module.TARGET), **result,
+           "machine": info, "machine_load": meter.read()}
+    if not out["baseline"].get("seconds") or not out["ours"].get("seconds"):
+        raise RuntimeError(f"{name}: baseline and ours need positive seconds")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(out, indent=2, default=_json) + "\n")
+    return out
+
+
+def _json(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _target(target: dict) -> str:
+    return ", ".join(TARGET_TEXT[k].format(v) for k, v in target.items())
+
+
+def _fmt(x, digits: int = 2) -> str:
+    return "—" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
+
+
+def details(r: dict) -> list[str]:
+    """A few lines per benchmark beyond the table: what the ratio is made of."""
+    g, name = r.get, r["name"]
+    out = [f"- workload: {g('workload', '—')}"]
+    if name == "head_vs_frozen":
+        raw = r["ours"].get("accuracy_without_standardize", float("nan"))
+        out.append(f"- test accuracy: baseline {r['baseline']['accuracy']:.3f}, ours {r['ours']['accuracy']:.3f} "
+                   f"(ours without standardisation {raw:.3f})")
+        out.append(f"- one-time extraction {g('extraction_seconds', 0):.2f} s ({g('extraction_images')} images); "
+                   f"speedup including it {g('speedup_including_extraction', float('nan')):.2f}×")
+        if g("ours_single_thread"):
+            out.append(f"- ours with torch.set_num_threads(1): {r['ours_single_thread']['seconds']:.3f} s "
+                       f"(speedup {g('speedup_single_thread', float('nan')):.1f}×)")
+    elif name == "extraction":
+        ips = {k: r[k]["images_per_second"] for k in ("baseline", "ours", "model_only", "model_only_batch_32",
+                                                      "ours_batch_32", "ours_num_workers_0") if k in r}
+        out.append("- images/s: " + ", ".join(f"{k} {v:.2f}" for k, v in ips.items()))
+        out.append(f"- ours at {g('fraction_of_model_only', float('nan')):.0%} of model-only throughput, "
+                   f"the naive loop at {g('baseline_fraction_of_model_only', float('nan')):.0%}")
+    elif name == "task_reuse":
+        out.append(f"- {g('images')} images; first run: {', '.join(r['baseline'].get('stages_run', []))} "
+                   f"(features stage {r['baseline'].get('features_stage_seconds', float('nan')):.1f} s)")
+        out.append(f"- new task: {', '.join(r['ours'].get('stages_run', []))}")
+        if r.get("ours_binary_task"):
+            b = r["ours_binary_task"]
+            out.append(f"- a two-class new task instead: {b['seconds']:.1f} s (speedup {b['speedup']:.2f}×)")
+        for side in ("baseline", "ours", "ours_binary_task"):
+            i = (r.get(side) or {}).get("train_head_internals")
+            if i:
+                out.append(f"- {side} train_head: stages.heads.train {i['heads_train_seconds']:.2f} s, "
+                           f"scikit-learn reference {i['reference_fit_seconds']:.2f} s")
+        if g("projected_speedup_at_issue_n"):
+            proj = r["projected_speedup_at_issue_n"]
+            out.append(f"- projected at {proj['n']} images: ≤ {proj['speedup']:.1f}× ({proj['how']})")
+    elif name == "incremental":
+        out.append(f"- ours extracted {r['ours'].get('images_extracted')} and reused "
+                   f"{r['ours'].get('images_reused')}; the baseline extracted "
+                   f"{r['baseline'].get('images_extracted')}; bit-identical feature sets: {g('bit_identical')}")
+    elif name == "scaling":
+        out.append("- | n | seconds | s/image | images/s | peak RSS MiB | RSS before run MiB |")
+        out.append("  |---:|---:|---:|---:|---:|---:|")
+        for pt in g("points", []):
+            out.append(f"  | {pt['n']} | {pt['seconds']:.2f} | {pt['seconds_per_image'] * 1000:.2f} ms | "
+                       f"{pt['images_per_second']:.1f} | {pt['peak_rss_mb']:.0f} | "
+                       f"{pt.get('rss_before_run_mb', float('nan')):.0f} |")
+    return out
+
+
+def summary(results: Path) -> tuple[str, str]:
+    """(the table, the whole summary.md) from every result JSON in `results`."""
+    found = [json.loads((results / f"{n}.json").read_text()) for n in BENCHMARKS
+             if (results / f"{n}.json").is_file()]
+    rows = ["| benchmark | baseline s | ours s | speedup | measured | target | met |",
+            "|---|---:|---:|---:|---|---|---|"]
+    for r in found:
+        measured = f"{r['speedup']:.2f}×"
+        if r["name"] == "scaling":
+            measured = (f"time/image {r['time_per_image_ratio']:.2f}×, "
+                        f"peak RSS {r['peak_rss_ratio']:.2f}× (n {r['points'][0]['n']}→{r['points'][-1]['n']})")
+        elif r["name"] == "extraction":
+            measured += f", {r['fraction_of_model_only']:.0%} of model-only"
+        quick = " (quick)" if r.get("quick") else ""
+        rows.append(f"| {r['name']}{quick} | {r['baseline']['seconds']:.2f} | {r['ours']['seconds']:.3f} | "
+                    f"{r['speedup']:.2f}× | {measured} | {_target(r['target'])} | "
+                    f"{'yes' if r['meets_target'] else 'NO'} |")
+    for name, why in NOT_BUILT.items():
+        rows.append(f"| {name} | — | — | — | — | — | {why} |")
+    table = "\n".join(rows)
+
+    lines = ["# Benchmark summary", "",
+             "Written by `python -m benchmarks` from the JSON files beside this one "
+             "(`speedup` = baseline seconds / ours seconds; descriptions of what ran are in each JSON). "
+             "Not timed tests; CI does not run them.", "", table, ""]
+    if found:
+        m = found[-1]["machine"]
+        gpu = m["gpu"]["name"] if m.get("gpu") else "none"
+        wall = sum(r.get("machine_load", {}).get("wall_seconds", 0) for r in found)
+        lines += ["## Machine", "",
+                  f"- CPU: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable, torch threads "
+                  f"{m['torch_threads']}), {m['memory_gb']} GiB RAM; GPU: {gpu}",
+                  f"- torch {m['torch']}, torchvision {m['torchvision']}, Python {m['python']}, {m['platform']}",
+                  f"- run started {found[0].get('started_at')}; the benchmarks took {wall / 60:.1f} min in all",
+                  ""]
+        loads = [(r["name"], r["machine_load"]) for r in found if r.get("machine_load")]
+        lines += ["## Load", ""]
+        if any((ld.get("others_avg_cores") or 0) >= 0.2 for _, ld in loads):
+            lines.append("The machine was **shared and loaded** while these ran (other people's tests and "
+                         "pipelines): CPU time used by other processes, as average cores busy out of "
+                         f"{m['usable_cores']}: " + ", ".join(f"{n} {ld['others_avg_cores']:.2f}"
+                                                              for n, ld in loads)
+                         + ". Absolute seconds are noisy and slower than on an idle machine; each ratio "
+                           "compares runs made side by side within one benchmark.")
+        else:
+            lines.append("Other processes used little CPU while these ran (machine_load in each JSON).")
+        lines.append("")
+        lines += ["## Details", ""]
+        seen: set[str] = set()
+        for r in found:
+            lines += [f"### {r['name']}", ""] + details(r)
+            for note in r.get("notes", []):
+                if note not in seen:
+                    seen.add(note)
+                    lines.append(f"- note: {note}")
+            lines.append("")
+    lines += ["## Not built", ""]
+    for name, why in NOT_BUILT.items():
+        lines.append(f"- **{name}**: {why}; left out of the suite.")
+    return table, "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="name", help=f"benchmarks to run (default all: "
+                        f"{', '.join(BENCHMARKS)})")
+    parser.add_argument("--quick", action="store_true", help="a much smaller smoke run (numbers meaningless)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON files go")
+    parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary data folders")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--progress", action="store_true", help="show the stages' progress bars")
+    parser.add_argument("--summary", action="store_true",
+                        help="only rewrite summary.md from the JSON files already in --results")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    if args.summary:
+        table, text = summary(args.results)
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "summary.md").write_text(text)
+        print(table)
+        return 0
+    if not args.progress:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    failed, start = [], time.perf_counter()
+    for name in args.names or BENCHMARKS:
+        t = time.perf_counter()
+        print(f"[benchmarks] {name}{' (quick)' if args.quick else ''} ...", flush=True)
+        try:
+            r = run_one(name, args.quick, args.results, args.workdir, args.keep)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+            print(f"[benchmarks] {name}: FAILED after {time.perf_counter() - t:.0f}s", flush=True)
+            continue
+        print(f"[benchmarks] {name}: speedup {r['speedup']:.2f}x in {time.perf_counter() - t:.0f}s", flush=True)
+    table, text = summary(args.results)
+    if args.results.is_dir():
+        (args.results / "summary.md").write_text(text)
+    print()
+    print(table)
+    print(f"\n[benchmarks] {len(args.names or BENCHMARKS) - len(failed)} ran in "
+          f"{time.perf_counter() - start:.0f}s; results in {args.results}", flush=True)
+    if failed:
+        print(f"[benchmarks] failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The benchmark suite's smoke run: `python -m benchmarks --quick` of every benchmark writes well-formed JSON.
+
+Only the shape is checked: quick workloads are far too small for their numbers to mean anything, and the
+benchmarks themselves (`make bench`) are not timed tests."""
+from __future__ import annotations
+
+import json
+import math
+
+from benchmarks import BENCHMARKS, NOT_BUILT
+from benchmarks.__main__ import main
+
+MACHINE_KEYS = {"cpu", "cores", "gpu", "torch", "torchvision"}
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def test_quick_run_of_every_benchmark_writes_result_json(tmp_path, monkeypatch):
+    for var in ("TQDM_DISABLE", "DVC_NO_ANALYTICS", "DO_NOT_TRACK"):  # main() sets these; keep them local
+        monkeypatch.setenv(var, "1")
+    assert main(["--quick", "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work")]) == 0
+
+    results = tmp_path / "results"
+    assert sorted(p.stem for p in results.glob("*.json")) == sorted(BENCHMARKS)
+    for name in BENCHMARKS:
+        r = json.loads((results / f"{name}.json").read_text())
+        assert r["name"] == name and r["quick"] is True
+        for side in ("baseline", "ours"):
+            assert _number(r[side]["seconds"]) and r[side]["seconds"] > 0, (name, side, r[side])
+            assert isinstance(r[side]["description"], str) and r[side]["description"], (name, side)
+        assert _number(r["speedup"])
+        assert math.isclose(r["speedup"], r["baseline"]["seconds"] / r["ours"]["seconds"], rel_tol=1e-9)
+        assert MACHINE_KEYS <= set(r["machine"]), r["machine"]
+        assert isinstance(r["target"], dict) and r["target"] and isinstance(r["meets_target"], bool)
+
+    ext = json.loads((results / "extraction.json").read_text())
+    for side in ("baseline", "ours", "model_only"):
+        assert ext[side]["images_per_second"] > 0
+    assert _number(ext["fraction_of_model_only"])
+    head = json.loads((results / "head_vs_frozen.json").read_text())
+    assert 0 <= head["baseline"]["accuracy"] <= 1 and 0 <= head["ours"]["accuracy"] <= 1
+    assert head["extraction_seconds"] > 0
+    reuse = json.loads((results / "task_reuse.json").read_text())
+    assert not [s for s in reuse["ours"]["stages_run"] if s.startswith(("features@", "backbone@", "prepare@"))]
+    assert any(s.startswith("features@") for s in reuse["baseline"]["stages_run"])
+    inc = json.loads((results / "incremental.json").read_text())
+    assert inc["ours"]["images_reused"] > 0 and inc["bit_identical"] is True
+    scaling = json.loads((results / "scaling.json").read_text())
+    assert [p["n"] for p in scaling["points"]] == sorted(p["n"] for p in scaling["points"])
+    for p in scaling["points"]:
+        assert {"n", "seconds", "peak_rss_mb"} <= set(p) and p["seconds"] > 0 and p["peak_rss_mb"] > 0
+    assert _number(scaling["time_per_image_ratio"]) and _number(scaling["peak_rss_ratio"])
+
+    summary = (results / "summary.md").read_text()
+    for name in (*BENCHMARKS, *NOT_BUILT):
+        assert name in summary
