@@ -1,7 +1,6 @@
 """Torchvision backbones: build, materialise weights (enum / local file / random), save, and load as a trunk."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from torchvision import models
 
 from stages.atomic import atomic_path, write_json
 from stages.errors import PipelineError
+from stages.feature_store import file_sha256
 from stages.params import Preprocessing
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -121,7 +121,7 @@ def materialise(arch: str, weights: str, pre: Preprocessing, seed: int) -> tuple
     if weights.endswith((".safetensors", ".pth", ".pt")):
         path = Path(weights)
         model = _from_state_dict(arch, _read_state_dict(path), str(path))
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         return model, preprocessing(pre), {"kind": "file", "path": str(path), "sha256": digest}
     enum = _enum_weights(arch, weights)
     try:  # torchvision's own loader: honours the torch hub cache, so it works offline once cached
@@ -141,7 +141,7 @@ def save(model: nn.Module, out_dir: Path, name: str, arch: str, pre: dict, sourc
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
         save_file(state, tmp)
-    fingerprint = hashlib.sha256((out_dir / WEIGHTS_FILE).read_bytes()).hexdigest()
+    fingerprint = file_sha256(out_dir / WEIGHTS_FILE)
     cls_name, cls = last_linear(model)
     info = BackboneInfo(name=name, arch=arch, num_classes=cls.out_features, classifier=cls_name,
                         feature_dim=cls.in_features, preprocessing=pre, source=source,
