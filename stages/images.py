@@ -13,15 +13,17 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode, v2
 
 from stages.errors import PipelineError
+
+if TYPE_CHECKING:
+    import torch
+    from torchvision.transforms import v2
 
 # Part of the feature cache key (stages/features.py): change it whenever the pixels decode() gives change.
 DECODER = f"PIL {PIL.__version__} exif_transpose, 16-bit scaled, alpha over white, RGB"
@@ -116,8 +118,13 @@ def inspect(path: Path | str) -> ImageInfo:
     return ImageInfo(hashlib.sha256(data).hexdigest(), pixel_sha256(img), img.width, img.height)
 
 
+# torch and torchvision are imported where tensors are made, so that prepare (decoding and hashing only)
+# runs without them: they hold ~650 MiB of the process's memory once imported.
 def transform(pre: dict) -> v2.Compose:
     """The eval-time transform described by a preprocessing dict (as stored in backbone.json)."""
+    import torch
+    from torchvision.transforms import InterpolationMode, v2
+
     interp = InterpolationMode(pre["interpolation"])
     return v2.Compose([
         v2.ToImage(),
@@ -128,8 +135,8 @@ def transform(pre: dict) -> v2.Compose:
     ])
 
 
-class ImageFiles(Dataset):
-    """Image files with integer targets, decoded and transformed on access."""
+class ImageFiles:
+    """Image files with integer targets, decoded and transformed on access (a map-style torch dataset)."""
 
     def __init__(self, paths: Sequence[str], targets: Sequence[int], tf: v2.Compose):
         if len(paths) != len(targets):
