@@ -195,8 +195,9 @@ def _tv_class(name: str):
 
 
 def _tv_parts(cls, ds: Dataset) -> list[tuple[str | None, dict]]:
-    """(split, constructor kwargs) for each part of a torchvision dataset: its own train/test split where the
-    class has one (train=... or split=...), else one part whose split prepare assigns."""
+    """(split, constructor kwargs) for each part of a torchvision dataset: its own splits where the class has
+    them (train=... or split=...; its train or trainval part is left for prepare to divide into train and
+    val), else one part whose split prepare assigns."""
     sig = inspect.signature(cls.__init__).parameters
     kw: dict = {"root": ds.root}
     if "download" in sig:
@@ -207,7 +208,8 @@ def _tv_parts(cls, ds: Dataset) -> list[tuple[str | None, dict]]:
     if "train" in sig:
         return [(None, {**kw, "train": True}), ("test", {**kw, "train": False})]
     if "split" in sig:
-        return [(None if s == "train" else s, {**kw, "split": s}) for s in SPLITS]
+        return [(None if s in ("train", "trainval") else s, {**kw, "split": s})
+                for s in ("train", "trainval", "val", "test")]
     return [(None, kw)]
 
 
@@ -228,13 +230,18 @@ def _tv_open(cls, ds: Dataset, kw: dict):
 
 def _torchvision(ds: Dataset, images_dir: Path) -> Listing:
     cls = _tv_class(ds.name or "")
-    files = []
-    parts = [(split, data) for split, kw in _tv_parts(cls, ds) if (data := _tv_open(cls, ds, kw)) is not None]
+    files, parts = [], []
+    for split, kw in _tv_parts(cls, ds):
+        if kw.get("split") == "trainval" and any(kw2.get("split") == "train" for _, _, kw2 in parts):
+            continue  # trainval only where the class has no train split (it would repeat train and val)
+        data = _tv_open(cls, ds, kw)
+        if data is not None:
+            parts.append((split, data, kw))
     if not parts:
         raise PipelineError(f"torchvision {ds.name}: no train/val/test split could be opened under {ds.root}")
-    for split, data in parts:
+    for split, data, kw in parts:
         classes = getattr(data, "classes", None)
-        part = split or "train"
+        part = kw.get("split") or ("train" if kw.get("train", True) else "test")
         (images_dir / part).mkdir(parents=True, exist_ok=True)
         for i in tqdm(range(len(data)), desc=f"materialise {ds.name} {part}", unit="img", mininterval=1.0):
             img, target = data[i]

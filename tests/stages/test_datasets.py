@@ -329,3 +329,40 @@ def test_dataset_params_keys_belong_to_their_source():
                        ({"source": "imagefolder", "root": "/d", "label_column": "kind"}, "manifest only")):
         with pytest.raises(PipelineError, match=f"datasets.x: .*{msg}"):
             parse({**base, "datasets": {**base["datasets"], "x": entry}})
+
+
+class _TrainvalTest:
+    """A dataset class shaped like torchvision's OxfordIIITPet: split in (trainval, test), no download."""
+
+    def __init__(self, root: str, split: str = "trainval"):
+        from torchvision.datasets.utils import verify_str_arg
+
+        self.split = verify_str_arg(split, "split", ("trainval", "test"))
+        self.classes = ["cat", "dog"]
+        self.n = 20 if split == "trainval" else 6
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return Image.fromarray(crop(CLASSES[i % 2], i + (0 if self.split == "trainval" else 40))), i % 2
+
+
+def test_torchvision_classes_by_split_name_and_without_splits(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    monkeypatch.setattr(tvd, "TrainvalTest", type("TrainvalTest", (_TrainvalTest, tvd.VisionDataset), {}),
+                        raising=False)
+    res = prepare.run(Dataset(source="torchvision", name="TrainvalTest", root=str(tmp_path)), tmp_path / "o1", 0)
+    assert res.split_counts == {"train": 20 - 2 * round(10 * 0.15), "val": 2 * round(10 * 0.15), "test": 6}
+    ids = set(pd.read_parquet(tmp_path / "o1" / "manifest.parquet")["image_id"])
+    assert {"trainval/000000.png", "test/000005.png"} <= ids
+
+    folder = photo_folder(tmp_path / "tvroot", broken=False)  # torchvision's own ImageFolder: one part
+    res = prepare.run(Dataset(source="torchvision", name="ImageFolder", root=str(folder.root)), tmp_path / "o2", 0)
+    assert res.n_images == len(folder.good)
+    manifest = pd.read_parquet(tmp_path / "o2" / "manifest.parquet")
+    assert set(manifest["label"]) == set(CLASSES) and set(manifest["split"]) == {"train", "val", "test"}
+    with pytest.raises(PipelineError, match="ImageFolder cannot download; set download: false"):
+        prepare.run(Dataset(source="torchvision", name="ImageFolder", root=str(folder.root), download=True),
+                    tmp_path / "o3", 0)
