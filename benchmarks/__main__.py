@@ -18,7 +18,7 @@ from benchmarks import BENCHMARKS, NOT_BUILT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_TEXT = {"speedup_min": "speedup ≥ {}×", "time_per_image_ratio_max": "time/image ratio ≤ {}×",
-               "peak_rss_ratio_max": "peak RSS ratio ≤ {}×"}
+               "peak_rss_ratio_max": "peak RSS ratio ≤ {}×", "peak_rss_mb_max": "peak RSS ≤ {} MiB"}
 
 
 def meets(result: dict, target: dict) -> bool:
@@ -114,6 +114,10 @@ def details(r: dict) -> list[str]:
             out.append(f"  | {pt['n']} | {pt['seconds']:.2f} | {pt['seconds_per_image'] * 1000:.2f} ms | "
                        f"{pt['images_per_second']:.1f} | {pt['peak_rss_mb']:.0f} | "
                        f"{pt.get('rss_before_run_mb', float('nan')):.0f} |")
+    elif name == "prepare_memory":
+        ours, tenth, base = r["ours"], r["ours_at_tenth"], r["baseline"]
+        out.append(f"- peak RSS MiB: ours {ours['peak_rss_mb']:.0f} (at n/10: {tenth['peak_rss_mb']:.0f}), "
+                   f"load-all baseline {base['peak_rss_mb']:.0f}; before the run {ours['rss_before_run_mb']:.0f}")
     return out
 
 
@@ -130,6 +134,8 @@ def summary(results: Path) -> tuple[str, str]:
                         f"peak RSS {r['peak_rss_ratio']:.2f}× (n {r['points'][0]['n']}→{r['points'][-1]['n']})")
         elif r["name"] == "extraction":
             measured += f", {r['fraction_of_model_only']:.0%} of model-only"
+        elif r["name"] == "prepare_memory":
+            measured = f"peak RSS {r['peak_rss_mb']:.0f} MiB (load-all {r['baseline']['peak_rss_mb']:.0f} MiB)"
         quick = " (quick)" if r.get("quick") else ""
         rows.append(f"| {r['name']}{quick} | {r['baseline']['seconds']:.2f} | {r['ours']['seconds']:.3f} | "
                     f"{r['speedup']:.2f}× | {measured} | {_target(r['target'])} | "

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import PIL
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -55,7 +54,7 @@ def feature_key(info: backbones.BackboneInfo, device: torch.device, batch_size: 
     dtype = autocast_dtype(device)
     return {"backbone_fingerprint": info.fingerprint, "arch": info.arch,
             "layer": f"input of {info.classifier}", "preprocessing": info.preprocessing,
-            "decoder": f"PIL {PIL.__version__} exif_transpose RGB", "device": device.type,
+            "decoder": images.DECODER, "device": device.type,
             "compute_dtype": str(dtype or torch.float32).removeprefix("torch."),
             "forward_batch_size": batch_size, "storage_dtype": "float16", **backbones.versions()}
 

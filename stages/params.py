@@ -22,8 +22,12 @@ class _Strict(BaseModel):
 
 class Dataset(_Strict):
     source: Literal["sklearn_digits", "imagefolder", "manifest", "torchvision"]
-    root: str
+    root: str = Field(description="imagefolder: root/<class>/<file>; manifest: the CSV/parquet file, or a folder "
+                      "holding manifest.csv or manifest.parquet (then DVC also tracks the images in it); "
+                      "torchvision: the dataset's local root")
     name: str | None = Field(None, description="torchvision dataset class, for source: torchvision")
+    download: bool = Field(False, description="source torchvision: let torchvision download into root")
+    label_column: str = Field("label", description="source manifest: the column holding the labels")
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
 
@@ -34,6 +38,10 @@ class Dataset(_Strict):
                              "(the export_digits stage writes it there)")
         if self.source == "torchvision" and not self.name:
             raise ValueError("source torchvision needs `name`, a torchvision dataset class such as CIFAR10")
+        if self.source != "torchvision" and (self.name is not None or self.download):
+            raise ValueError("`name` and `download` are for source torchvision only")
+        if self.source != "manifest" and self.label_column != "label":
+            raise ValueError("`label_column` is for source manifest only")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave some images for training (< 1)")
         return self

@@ -31,7 +31,9 @@ def test_every_image_once(full_run, digits_root):
     assert manifest["path"].is_unique and manifest["image_id"].is_unique
     assert len(manifest) == res.n_images == 1797
     assert res.n_rejected == 0 and pd.read_csv(out / "rejected.csv").empty
-    assert list(manifest.columns) == ["image_id", "path", "label", "split", "sha256"]
+    assert list(manifest.columns) == ["image_id", "path", "label", "split", "sha256", "pixel_sha256", "width",
+                                      "height", "duplicate_of"]
+    assert manifest["duplicate_of"].isna().all() and set(manifest["width"]) == {8}
     # labels are the class folders, image ids are paths relative to the root
     for row in manifest.sample(20, random_state=0).itertuples():
         assert Path(row.path).parent.name == row.label
@@ -74,7 +76,7 @@ def test_bad_files_are_rejected_with_a_reason(digits_root, tmp_path):
     bad = {str(root / "1" / "empty.png"), str(root / "2" / "notes.png"), str(root / "0" / "readme.txt")}
     assert set(rejected.index) == bad
     assert rejected.loc[str(root / "1" / "empty.png"), "reason"] == "empty file"
-    assert rejected.loc[str(root / "2" / "notes.png"), "reason"].startswith("undecodable")
+    assert rejected.loc[str(root / "2" / "notes.png"), "reason"].startswith("not an image")
     assert rejected.loc[str(root / "2" / "notes.png"), "label"] == 2
     assert not bad & set(manifest["path"])
     assert set(manifest["path"]) == _files(root) - bad
