@@ -2,11 +2,15 @@
 seeds (mean +- std), and test accuracy against shots per class (the data-efficiency curve)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from threadpoolctl import threadpool_limits
 
 from stages import heads, reference
 from stages.atomic import atomic_path
@@ -68,16 +72,30 @@ def fit_and_score(feats: np.ndarray, sel: Selection, head_cfg: Head, seed: int,
     return {m: float((preds[m] == y_test).mean()) for m in methods}
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch and BLAS on one thread: these fits are tiny (k shots per class), and on a shared 2-core machine
+    a second thread made them 8-25x slower (0.23 s vs 2-6 s per head fit, measured under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def over_seeds(feats: np.ndarray, index: pd.DataFrame, task: Task, name: str, seeds: list[int],
                head_cfg: Head, methods: tuple[str, ...] = METHODS) -> pd.DataFrame:
     """One k-shot draw per seed (stages.tasks.select with that seed), every method fitted on each draw ->
     a frame with seed, method, test_accuracy, n_train."""
     rows = []
-    for seed in seeds:
-        sel = select(index, task, seed, name)
-        n_train = len(sel.split("train"))
-        for method, acc in fit_and_score(feats, sel, head_cfg, seed, methods).items():
-            rows.append({"seed": seed, "method": method, "test_accuracy": acc, "n_train": n_train})
+    with one_thread():
+        for seed in seeds:
+            sel = select(index, task, seed, name)
+            n_train = len(sel.split("train"))
+            for method, acc in fit_and_score(feats, sel, head_cfg, seed, methods).items():
+                rows.append({"seed": seed, "method": method, "test_accuracy": acc, "n_train": n_train})
     return pd.DataFrame(rows, columns=["seed", "method", "test_accuracy", "n_train"])
 
 
@@ -107,16 +125,29 @@ def check_shots(index: pd.DataFrame, task: Task, name: str, shots: list[int], ke
 
 
 def efficiency(feats: np.ndarray, index: pd.DataFrame, task: Task, name: str, shots: list[int],
-               seeds: list[int], head_cfg: Head, methods: tuple[str, ...] = METHODS) -> pd.DataFrame:
-    """Test accuracy against k shots per class, mean and std over the seeds' draws -> CURVE_COLUMNS."""
+               seeds: list[int], head_cfg: Head, methods: tuple[str, ...] = METHODS,
+               known: dict[int, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Test accuracy against k shots per class, mean and std over the seeds' draws -> CURVE_COLUMNS.
+    `known`: k -> an over_seeds frame already computed with these seeds and methods (not fitted again)."""
     check_shots(index, task, name, shots, "efficiency_shots")
+    known = known or {}
     rows = []
     for k in sorted(shots):
-        per_seed = over_seeds(feats, index, task.model_copy(update={"shots": k}), name, seeds, head_cfg, methods)
+        per_seed = known[k] if k in known else over_seeds(
+            feats, index, task.model_copy(update={"shots": k}), name, seeds, head_cfg, methods)
         for method, s in seed_summary(per_seed).items():
             rows.append({"shots": k, "method": method, "test_accuracy": s["test_accuracy_mean"],
                          "std": s["test_accuracy_std"], "n_seeds": s["n_seeds"],
                          "n_train": int(per_seed["n_train"].iloc[0])})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def own_points(metrics: dict[str, dict], shots: float) -> pd.DataFrame:
+    """The task's own results as a one-point curve per method (for a task without efficiency_shots)."""
+    rows = [{"shots": shots, "method": m.get("mode", kind) if kind == "finetune" else kind,
+             "test_accuracy": m.get("test_accuracy_mean", m["test_accuracy"]),
+             "std": m.get("test_accuracy_std", 0.0), "n_seeds": m.get("n_seeds", 1), "n_train": m["n_train"]}
+            for kind, m in metrics.items()]
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
