@@ -31,12 +31,12 @@ def run(params: P.Params, layout: Layout) -> pd.DataFrame:
             rows.append({"task": name, "method": method, "features": task.features,
                          "backbone": params.features[task.features].backbone,
                          "shots": task.shots if task.shots else "all", **m, "seconds": seconds.get(kind)})
-    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS).astype({"n_seeds": "Int64"})
     write_csv(layout.summary_csv, table)
     write_text(layout.report_md, "# Results\n\nTest and validation accuracy per task and method "
-               "(`seconds`: training time of that method; `prototype` has none; `over seeds`: test accuracy "
-               "mean ± std over the task's `shot_seeds` draws of its k shots).\n\n" + markdown(table) + "\n"
-               + efficiency_section(params, layout))
+               "(`seconds`: training time of that method; the `prototype` head has no training; `over seeds`: "
+               "test accuracy mean ± std over the task's `shot_seeds` draws of its k shots).\n\n"
+               + markdown(table) + "\n" + efficiency_section(params, layout))
     return table
 
 
@@ -46,7 +46,8 @@ def markdown(table: pd.DataFrame) -> str:
         shown["over seeds"] = [f"{m:.3f} ± {s:.3f} ({int(n)})" if pd.notna(n) else ""
                                for m, s, n in zip(table["test_accuracy_mean"], table["test_accuracy_std"],
                                                   table["n_seeds"], strict=True)]
-    return shown.to_markdown(index=False, floatfmt=".3f")
+    return shown.astype(object).where(shown.notna(), None).to_markdown(index=False, floatfmt=".3f",
+                                                                       missingval="")
 
 
 def efficiency_section(params: P.Params, layout: Layout) -> str:
