@@ -1,4 +1,5 @@
-"""Stage evaluate@<task>: metrics.json per model kind (head, finetune), a confusion matrix as CSV and PNG."""
+"""Stage evaluate@<task>: metrics.json per model kind (head, reference, prototype, finetune), a confusion matrix
+and the data-efficiency curve as CSV (DVC plots) and PNG."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from stages import cli, heads, reference
+from stages import cli, fewshot, heads, reference
 from stages import params as P
 from stages.atomic import atomic_path, write_csv, write_json
 from stages.features import load_features
@@ -45,6 +46,37 @@ def feature_predictions(task_name: str, task: P.Task, seed: int, layout: Layout)
             "reference": (frame.assign(pred=reference.predict(ref, x)), {**info, **info["reference"]})}
 
 
+def prototype_predictions(task_name: str, task: P.Task, seed: int, layout: Layout) -> tuple[pd.DataFrame, dict]:
+    """The training-free prototype head fitted on the task's own train split: (val/test frame, info)."""
+    feats, index = load_features(task.features, layout.root)
+    sel = select(index, task, seed, task_name)
+    train, evals = sel.split("train"), sel.rows[sel.rows["split"].isin(["val", "test"])]
+    protos = fewshot.fit_prototypes(feats[train["row"].to_numpy()], train["y"].to_numpy(), len(sel.classes))
+    pred = fewshot.predict_prototypes(protos, feats[evals["row"].to_numpy()]).argmax(1)
+    return evals[["image_id", "split", "target", "y"]].assign(pred=pred), {"n_train": len(train)}
+
+
+def few_label_results(task_name: str, task: P.Task, head_cfg: P.Head, seed: int, layout: Layout,
+                      metrics: dict, n_classes: int) -> pd.DataFrame:
+    """shot_seeds: mean +- std over the k-shot draws, added to `metrics`; the data-efficiency curve (the
+    efficiency_shots, else the task's own point) -> efficiency.csv (a DVC plot) and efficiency.png."""
+    feats, index = load_features(task.features, layout.root)
+    known = {}
+    if task.shot_seeds:
+        known[task.shots] = fewshot.over_seeds(feats, index, task, task_name, task.shot_seeds, head_cfg)
+        for method, summary in fewshot.seed_summary(known[task.shots]).items():
+            metrics[method].update(summary)
+    if task.efficiency_shots:
+        curve = fewshot.efficiency(feats, index, task, task_name, task.efficiency_shots,
+                                   task.shot_seeds or [seed], head_cfg, known=known)
+    else:  # a task using every training image: its mean count per class
+        curve = fewshot.own_points(metrics, task.shots or round(metrics["head"]["n_train"] / n_classes, 1))
+    write_csv(layout.results(task_name) / "efficiency.csv", curve)
+    fewshot.plot_curve(curve, layout.results(task_name) / "efficiency.png",
+                       f"{task_name}: test accuracy vs training images per class")
+    return curve
+
+
 def _plot(confusions: dict[str, np.ndarray], classes: list[str], dest: Path, normalize: bool) -> None:
     import matplotlib
 
@@ -67,9 +99,12 @@ def _plot(confusions: dict[str, np.ndarray], classes: list[str], dest: Path, nor
     plt.close(fig)
 
 
-def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout) -> dict:
+def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout,
+        head: P.Head | None = None) -> dict:
+    """`head`: the settings of the heads fitted per shot seed and efficiency point (params.head)."""
     out_dir = layout.results(task_name)
     all_preds = feature_predictions(task_name, task, seed, layout)
+    all_preds["prototype"] = prototype_predictions(task_name, task, seed, layout)
     preds, head_info = all_preds["head"]
     classes = head_info["classes"]
     ft_info = json.loads((layout.finetune(task_name) / FT_INFO).read_text())
@@ -80,6 +115,7 @@ def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout
         metrics[kind] = scores(p, info["n_train"], len(classes))  # wall-clock stays out: metrics compare runs
         if kind == "finetune":
             metrics[kind]["mode"] = info["mode"]
+    few_label_results(task_name, task, head or P.Head(), seed, layout, metrics, len(classes))
     write_json(out_dir / "metrics.json", metrics)
     test = preds[preds["split"] == "test"]
     write_csv(out_dir / "confusion.csv", pd.DataFrame({"actual": test["target"].to_numpy(),
@@ -91,7 +127,7 @@ def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout
 
 
 def _main(params: P.Params, task: str) -> str:
-    metrics = run(task, params.tasks[task], params.evaluate, params.seed, Layout())
+    metrics = run(task, params.tasks[task], params.evaluate, params.seed, Layout(), params.head)
     return f"evaluate@{task}: " + ", ".join(f"{k} test accuracy {m['test_accuracy']:.3f}"
                                             for k, m in metrics.items())
 

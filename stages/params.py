@@ -94,11 +94,37 @@ class Task(_Strict):
     label_map: dict[str, str] | None = None
     shots: int | None = Field(None, ge=1, description="k training images per class (few-shot)")
     finetune: Literal["none", "full", "lpft"] = "none"
+    shot_seeds: list[int] | None = Field(None, description="draw the k shots once per seed "
+                                         "and report mean +- std over the draws (needs shots)")
+    efficiency_shots: list[int] | None = Field(
+        None, min_length=1, description="shots per class for the data-efficiency curve (results/<task>/"
+        "efficiency.csv), each drawn once per shot seed")
 
     @field_validator("classes", mode="before")
     @classmethod
     def _classes_as_str(cls, v: Any) -> Any:
         return [str(c) for c in v] if isinstance(v, list) else v
+
+    @field_validator("shot_seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(v) < 2:
+            raise ValueError(f"{v}: give at least two seeds (one draw has no spread), or remove shot_seeds")
+        return _unique(v)
+
+    @field_validator("efficiency_shots")
+    @classmethod
+    def _shots(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and min(v) < 1:
+            raise ValueError(f"{v}: shots per class must be at least 1")
+        return _unique(v)
+
+    @model_validator(mode="after")
+    def _seeds_need_shots(self) -> Task:
+        if self.shot_seeds is not None and self.shots is None:
+            raise ValueError("shot_seeds needs shots (k training images per class): without shots every "
+                             "training image is used and there is nothing to draw; add shots or remove shot_seeds")
+        return self
 
     @field_validator("label_map", mode="before")
     @classmethod
@@ -171,6 +197,12 @@ class Params(_Strict):
 
     def backbone_source(self, name: str) -> Backbone | Pretrain:
         return {**self.backbones, **self.pretrain}[name]
+
+
+def _unique(values: list[int] | None) -> list[int] | None:
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError(f"{values} repeats a value; list each one once")
+    return values
 
 
 def _known(where: str, value: str, table: dict, section: str) -> None:

@@ -14,7 +14,7 @@ from stages.paths import Layout
 from stages.train_head import INFO_FILE as HEAD_INFO
 
 COLUMNS = ["task", "method", "features", "backbone", "shots", "test_accuracy", "val_accuracy",
-           "macro_f1", "n_train", "n_test", "seconds"]
+           "macro_f1", "n_train", "n_test", "seconds", "test_accuracy_mean", "test_accuracy_std", "n_seeds"]
 
 
 def run(params: P.Params, layout: Layout) -> pd.DataFrame:
@@ -30,16 +30,43 @@ def run(params: P.Params, layout: Layout) -> pd.DataFrame:
             method = m.get("mode", kind) if kind == "finetune" else kind
             rows.append({"task": name, "method": method, "features": task.features,
                          "backbone": params.features[task.features].backbone,
-                         "shots": task.shots if task.shots else "all", **m, "seconds": seconds[kind]})
-    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+                         "shots": task.shots if task.shots else "all", **m, "seconds": seconds.get(kind)})
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS).astype({"n_seeds": "Int64"})
     write_csv(layout.summary_csv, table)
     write_text(layout.report_md, "# Results\n\nTest and validation accuracy per task and method "
-               "(`seconds`: training time of that method).\n\n" + markdown(table) + "\n")
+               "(`seconds`: training time of that method; the `prototype` head has no training; `over seeds`: "
+               "test accuracy mean ± std over the task's `shot_seeds` draws of its k shots).\n\n"
+               + markdown(table) + "\n" + efficiency_section(params, layout))
     return table
 
 
 def markdown(table: pd.DataFrame) -> str:
-    return table.to_markdown(index=False, floatfmt=".3f")
+    shown = table.drop(columns=["test_accuracy_mean", "test_accuracy_std", "n_seeds"], errors="ignore")
+    if table["n_seeds"].notna().any():
+        shown["over seeds"] = [f"{m:.3f} ± {s:.3f} ({int(n)})" if pd.notna(n) else ""
+                               for m, s, n in zip(table["test_accuracy_mean"], table["test_accuracy_std"],
+                                                  table["n_seeds"], strict=True)]
+    return shown.astype(object).where(shown.notna(), None).to_markdown(index=False, floatfmt=".3f",
+                                                                       missingval="")
+
+
+def efficiency_section(params: P.Params, layout: Layout) -> str:
+    """Per task with efficiency_shots: test accuracy (mean ± std over its draws) per method and shots."""
+    parts = []
+    for name, task in params.tasks.items():
+        path = layout.results(name) / "efficiency.csv"
+        if not task.efficiency_shots or not path.is_file():
+            continue
+        curve = pd.read_csv(path)
+        cell = curve.assign(value=[f"{a:.3f} ± {s:.3f}" for a, s in zip(curve["test_accuracy"], curve["std"],
+                                                                          strict=True)])
+        wide = cell.pivot(index="shots", columns="method", values="value").reset_index()
+        seeds = int(curve["n_seeds"].max())
+        parts.append(f"### {name}\n\nTest accuracy against training images per class ({seeds} draw"
+                     f"{'s' if seeds > 1 else ''} each; plot: `results/{name}/efficiency.png`, "
+                     f"`dvc plots show results/{name}/efficiency.csv`).\n\n"
+                     + wide.to_markdown(index=False) + "\n")
+    return "\n## Data efficiency\n\n" + "\n".join(parts) if parts else ""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -129,8 +129,8 @@ def test_report_lists_every_task_and_method(built):
     layout = Layout(built.repo)
     table = pd.read_csv(layout.summary_csv)
     assert set(table["task"]) == set(PARAMS["tasks"])
-    assert set(table.loc[table["task"] == "fewshot", "method"]) == {"head", "reference", "lpft"}
-    assert set(table.loc[table["task"] == "parity", "method"]) == {"head", "reference"}
+    assert set(table.loc[table["task"] == "fewshot", "method"]) == {"head", "reference", "prototype", "lpft"}
+    assert set(table.loc[table["task"] == "parity", "method"]) == {"head", "reference", "prototype"}
     for task in PARAMS["tasks"]:
         for kind in ("head", "reference"):
             row = table[(table["task"] == task) & (table["method"] == kind)].iloc[0]
@@ -141,6 +141,20 @@ def test_report_lists_every_task_and_method(built):
     for task in PARAMS["tasks"]:
         assert f"| {task} " in report, task
     assert "lpft" in report
+
+
+def test_fewshot_seeds_and_the_efficiency_plot(built):
+    spec = PARAMS["tasks"]["fewshot"]
+    m = metrics(built.repo, "fewshot")
+    for kind in ("head", "reference", "prototype"):
+        assert m[kind]["n_seeds"] == len(spec["shot_seeds"]) and m[kind]["test_accuracy_std"] >= 0, m
+    shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=built.repo).stdout)["data"]
+    for task in PARAMS["tasks"]:  # every task's curve is a DVC plot, rendered by the multi-series template
+        content = shown[f"results/{task}/efficiency.csv"][0]["content"]
+        assert content["encoding"]["color"]["field"] == "method", task
+    values = shown["results/fewshot/efficiency.csv"][0]["content"]["data"]["values"]
+    assert sorted({int(v["shots"]) for v in values}) == spec["efficiency_shots"]
+    assert {v["method"] for v in values} == {"head", "reference", "prototype"}
 
 
 def test_second_repro_runs_no_stage(built):

@@ -88,7 +88,7 @@ def test_finetune_and_evaluate(project):
     metrics = evaluate.run("lpft", LPFT, Evaluate(), 0, layout)
     on_disk = json.loads((layout.results("lpft") / "metrics.json").read_text())
     assert on_disk == metrics
-    assert set(on_disk) == {"head", "reference", "finetune"}
+    assert set(on_disk) == {"head", "reference", "prototype", "finetune"}
     wanted = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
     used = manifest[manifest["label"].isin(["0", "1", "2"])]
     for kind in ("head", "finetune"):
@@ -119,4 +119,4 @@ def test_finetune_none_is_recorded_and_evaluated_as_head_only(project):
     assert info == {"task": "plain", "mode": "none"}
     assert not (layout.finetune("plain") / finetune.WEIGHTS_FILE).exists()
     metrics = evaluate.run("plain", NONE, Evaluate(normalize_confusion=True), 0, layout)
-    assert set(metrics) == {"head", "reference"}
+    assert set(metrics) == {"head", "reference", "prototype"}

@@ -122,3 +122,31 @@ def test_load_validates(tmp_path, small_params):
     path.write_text(yaml.safe_dump(small_params))
     with pytest.raises(PipelineError, match=r"tasks\.x\.features"):
         P.load(path)
+
+
+def test_default_fewshot_task_draws_over_seeds_and_has_a_curve():
+    task = P.load(REPO / "params.yaml").tasks["fewshot-5to9"]
+    assert task.shots and len(task.shot_seeds) >= 2 and task.efficiency_shots
+
+
+@pytest.mark.parametrize("task, key, words", [
+    ({"shot_seeds": [0, 1]}, "tasks.t", "shot_seeds needs shots"),
+    ({"shots": 2, "shot_seeds": [0]}, "tasks.t.shot_seeds", "at least two seeds"),
+    ({"shots": 2, "shot_seeds": [3, 3]}, "tasks.t.shot_seeds", "repeats a value"),
+    ({"shots": 2, "shot_seeds": ["a", 1]}, "tasks.t.shot_seeds.0", "integer"),
+    ({"efficiency_shots": [0, 5]}, "tasks.t.efficiency_shots", "at least 1"),
+    ({"efficiency_shots": [5, 5]}, "tasks.t.efficiency_shots", "repeats a value"),
+    ({"efficiency_shots": []}, "tasks.t.efficiency_shots", "at least 1 item"),
+    ({"efficiency_shots": 5}, "tasks.t.efficiency_shots", "list"),
+])
+def test_bad_few_shot_keys_name_their_path(small_params, task, key, words):
+    small_params["tasks"]["t"] = {"features": "digits-src", **task}
+    msg = _error(small_params)
+    assert f"{key}: " in msg and words in msg, msg
+
+
+def test_few_shot_keys_validate(small_params):
+    small_params["tasks"]["t"] = {"features": "digits-src", "shots": 3, "shot_seeds": [4, 0],
+                                  "efficiency_shots": [10, 1]}
+    task = P.parse(small_params).tasks["t"]
+    assert task.shot_seeds == [4, 0] and task.efficiency_shots == [10, 1]

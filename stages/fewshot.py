@@ -1,0 +1,174 @@
+"""Very few labels: a training-free prototype head (SimpleShot), k-shot draws repeated over several sampling
+seeds (mean +- std), and test accuracy against shots per class (the data-efficiency curve)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from threadpoolctl import threadpool_limits
+
+from stages import heads, reference
+from stages.atomic import atomic_path
+from stages.errors import PipelineError
+from stages.params import Head, Task
+from stages.tasks import Selection, label_order, select
+
+METHODS = ("head", "prototype", "reference")  # the methods fitted per draw (a fine-tune is too slow for that)
+CURVE_COLUMNS = ["shots", "method", "test_accuracy", "std", "n_seeds", "n_train"]
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    """SimpleShot: features centred by the training mean, L2-normalised; one unit-norm mean per class."""
+
+    center: np.ndarray  # (D,)
+    means: np.ndarray  # (C, D); a class without training images has a row of NaN and is never predicted
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), _EPS)
+
+
+def fit_prototypes(x: np.ndarray, y: np.ndarray, n_classes: int) -> Prototypes:
+    """Class means of the centred, L2-normalised training features (no training; one shot per class works)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y)
+    center = x.mean(0)
+    z = _unit(x - center)
+    means = np.full((n_classes, x.shape[1]), np.nan)
+    for c in np.unique(y):
+        means[c] = z[y == c].mean(0)
+    return Prototypes(center, _unit(means))
+
+
+def predict_prototypes(p: Prototypes, x: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each (centred, normalised) row to each class prototype: (N, C) scores."""
+    scores = _unit(np.asarray(x, np.float64) - p.center) @ np.nan_to_num(p.means).T
+    return np.where(np.isnan(p.means).any(1), -np.inf, scores)
+
+
+def fit_and_score(feats: np.ndarray, sel: Selection, head_cfg: Head, seed: int,
+                    methods: tuple[str, ...] = METHODS) -> dict[str, float]:
+    """Fit each method on the selection's train split (head and reference seeded by `seed`) -> test accuracy."""
+    train, val, test = (sel.split(s) for s in ("train", "val", "test"))
+    x, y = feats[train["row"].to_numpy()], train["y"].to_numpy()
+    x_test, y_test = feats[test["row"].to_numpy()], test["y"].to_numpy()
+    n_classes = len(sel.classes)
+    preds = {}
+    if "head" in methods:
+        head, _ = heads.train(x, y, n_classes, head_cfg, seed)
+        preds["head"] = heads.predict(head, x_test).argmax(1)
+    if "prototype" in methods:
+        preds["prototype"] = predict_prototypes(fit_prototypes(x, y, n_classes), x_test).argmax(1)
+    if "reference" in methods:
+        weights, _ = reference.fit(x, y, feats[val["row"].to_numpy()], val["y"].to_numpy(), seed)
+        preds["reference"] = reference.predict(weights, x_test)
+    return {m: float((preds[m] == y_test).mean()) for m in methods}
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch and BLAS on one thread: these fits are tiny (k shots per class), and on a shared 2-core machine
+    a second thread made them 8-25x slower (0.23 s vs 2-6 s per head fit, measured under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def over_seeds(feats: np.ndarray, index: pd.DataFrame, task: Task, name: str, seeds: list[int],
+               head_cfg: Head, methods: tuple[str, ...] = METHODS) -> pd.DataFrame:
+    """One k-shot draw per seed (stages.tasks.select with that seed), every method fitted on each draw ->
+    a frame with seed, method, test_accuracy, n_train."""
+    rows = []
+    with one_thread():
+        for seed in seeds:
+            sel = select(index, task, seed, name)
+            n_train = len(sel.split("train"))
+            for method, acc in fit_and_score(feats, sel, head_cfg, seed, methods).items():
+                rows.append({"seed": seed, "method": method, "test_accuracy": acc, "n_train": n_train})
+    return pd.DataFrame(rows, columns=["seed", "method", "test_accuracy", "n_train"])
+
+
+def seed_summary(per_seed: pd.DataFrame) -> dict[str, dict]:
+    """method -> test_accuracy_mean, test_accuracy_std (sample std, ddof=1), n_seeds, test_accuracy_seeds."""
+    out = {}
+    for method, g in per_seed.groupby("method", sort=False):
+        acc, seeds = g["test_accuracy"].to_numpy(), g["seed"].to_numpy()
+        out[method] = {"test_accuracy_mean": round(float(acc.mean()), 6),
+                       "test_accuracy_std": round(float(acc.std(ddof=1)) if len(acc) > 1 else 0.0, 6),
+                       "n_seeds": int(len(acc)),
+                       "test_accuracy_seeds": {str(s): round(float(a), 6)
+                                               for s, a in zip(seeds, acc, strict=True)}}
+    return out
+
+
+def check_shots(index: pd.DataFrame, task: Task, name: str, shots: list[int], key: str) -> None:
+    """Raise a PipelineError naming the class and its count when a k exceeds a class's training images."""
+    train = select(index, task.model_copy(update={"shots": None}), 0, name).split("train")
+    counts = train["target"].value_counts().reindex(label_order(train["target"]), fill_value=0)
+    k = max(shots)
+    short = counts[counts < k]
+    if not short.empty:
+        cls, n = short.index[0], int(short.iloc[0])
+        raise PipelineError(f"tasks.{name}.{key}: class {cls!r} has {n} training images, fewer than {k}; "
+                            f"use values up to {int(counts.min())} or add images")
+
+
+def efficiency(feats: np.ndarray, index: pd.DataFrame, task: Task, name: str, shots: list[int],
+               seeds: list[int], head_cfg: Head, methods: tuple[str, ...] = METHODS,
+               known: dict[int, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Test accuracy against k shots per class, mean and std over the seeds' draws -> CURVE_COLUMNS.
+    `known`: k -> an over_seeds frame already computed with these seeds and methods (not fitted again)."""
+    check_shots(index, task, name, shots, "efficiency_shots")
+    known = known or {}
+    rows = []
+    for k in sorted(shots):
+        per_seed = known[k] if k in known else over_seeds(
+            feats, index, task.model_copy(update={"shots": k}), name, seeds, head_cfg, methods)
+        for method, s in seed_summary(per_seed).items():
+            rows.append({"shots": k, "method": method, "test_accuracy": s["test_accuracy_mean"],
+                         "std": s["test_accuracy_std"], "n_seeds": s["n_seeds"],
+                         "n_train": int(per_seed["n_train"].iloc[0])})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def own_points(metrics: dict[str, dict], shots: float) -> pd.DataFrame:
+    """The task's own results as a one-point curve per method (for a task without efficiency_shots)."""
+    rows = [{"shots": shots, "method": m.get("mode", kind) if kind == "finetune" else kind,
+             "test_accuracy": m.get("test_accuracy_mean", m["test_accuracy"]),
+             "std": m.get("test_accuracy_std", 0.0), "n_seeds": m.get("n_seeds", 1), "n_train": m["n_train"]}
+            for kind, m in metrics.items()]
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def plot_curve(curve: pd.DataFrame, dest: Path, title: str) -> None:
+    """Accuracy against shots per class, one line per method with a +-std band (log-scaled x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, g in curve.groupby("method", sort=False):
+        ax.plot(g["shots"], g["test_accuracy"], marker="o", label=method)
+        ax.fill_between(g["shots"], g["test_accuracy"] - g["std"], g["test_accuracy"] + g["std"], alpha=0.2)
+    if curve["shots"].nunique() > 1 and curve["shots"].min() > 0:
+        ax.set_xscale("log")
+    ax.set_xticks(sorted(curve["shots"].unique()), [f"{s:g}" for s in sorted(curve["shots"].unique())])
+    ax.set(title=title, xlabel="training images per class", ylabel="test accuracy", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,255 @@
+"""Very few labels: the prototype head, k-shot draws over seeds, the data-efficiency curve, and their wiring
+through evaluate and report.
+
+The library tests use scikit-learn's real digits with their 64 raw pixels as the features (no backbone: fast),
+the stage tests a tiny real project (prepare -> backbone -> features -> train_head -> finetune -> evaluate)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from stages import backbone, evaluate, features, fewshot, finetune, prepare, report, train_head
+from stages import params as P
+from stages.errors import PipelineError
+from stages.params import Head, Task
+from stages.paths import Layout
+from stages.tasks import select
+from tests.conftest import REPO
+
+from .conftest import subset_imagefolder
+
+HEAD = Head(epochs=30, batch_size=64, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, pd.DataFrame]:
+    """(1797 x 64 raw pixels, index with image_id, label, split): 20% val, 20% test, seeded."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    split = np.random.default_rng(0).choice(["train", "val", "test"], len(data.target), p=[0.6, 0.2, 0.2])
+    index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(data.target))],
+                          "label": data.target.astype(str), "split": split})
+    return data.data.astype(np.float16), index
+
+
+# --- the prototype head ---------------------------------------------------------------------------------
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_prototype_is_exact_on_a_constructed_case():
+    offset = np.array([5.0, -3.0, 7.0, 1.0])
+    x = np.array([[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 1], [4, 0, 0, 0]], float) + offset
+    y = np.array([0, 1, 2, 0])
+    p = fewshot.fit_prototypes(x, y, 3)
+    center = x.mean(0)
+    np.testing.assert_allclose(p.center, center)
+    unit = [(r - center) / np.linalg.norm(r - center) for r in x]
+    want = [unit[0] + unit[3], unit[1], unit[2]]  # class 0's two shots averaged after normalising each
+    for c in range(3):
+        np.testing.assert_allclose(p.means[c], want[c] / np.linalg.norm(want[c]))
+    queries = np.array([[0.1, 1.9, 0, 0], [3, 0, 0.2, 0], [0, 0, 1, 1]]) + offset
+    scores = fewshot.predict_prototypes(p, queries)
+    expected = np.array([[_cos(q - center, w) for w in want] for q in queries])
+    np.testing.assert_allclose(scores, expected, atol=1e-12)
+    assert scores.argmax(1).tolist() == [1, 0, 2]
+    # a training shot is nearest its own prototype; a single shot has cosine exactly 1 with it
+    assert fewshot.predict_prototypes(p, x).argmax(1).tolist() == y.tolist()
+    assert fewshot.predict_prototypes(p, x[1:2])[0, 1] == pytest.approx(1.0)
+
+
+def test_prototype_ignores_scale_and_never_predicts_a_class_without_shots():
+    rng = np.random.default_rng(0)
+    x, q = rng.normal(size=(6, 8)), rng.normal(size=(20, 8))
+    y = np.array([0, 0, 1, 1, 3, 3])  # class 2 has no training images
+    p = fewshot.fit_prototypes(x, y, 4)
+    pred = fewshot.predict_prototypes(p, q).argmax(1)
+    assert 2 not in pred and set(pred) <= {0, 1, 3}
+    assert np.isneginf(fewshot.predict_prototypes(p, q)[:, 2]).all()
+    scaled = fewshot.fit_prototypes(10 * x, y, 4)
+    assert (fewshot.predict_prototypes(scaled, 10 * q).argmax(1) == pred).all()
+
+
+def test_prototype_from_one_shot_per_class_works_on_real_digits(digits):
+    feats, index = digits
+    sel = select(index, Task(features="f", shots=1), 0)
+    train, test = sel.split("train"), sel.split("test")
+    assert len(train) == 10
+    p = fewshot.fit_prototypes(feats[train["row"]], train["y"].to_numpy(), 10)
+    acc = (fewshot.predict_prototypes(p, feats[test["row"]]).argmax(1) == test["y"].to_numpy()).mean()
+    assert acc > 0.5, acc  # chance is 0.1
+
+
+# --- shot seeds -----------------------------------------------------------------------------------------
+
+
+def test_shot_seeds_draw_different_shots_and_give_mean_and_finite_std(digits):
+    feats, index = digits
+    task = Task(features="f", classes=[1, 3, 5, 7, 8], shots=2, shot_seeds=[0, 1, 2])
+    draws = [frozenset(select(index, task, s).split("train")["image_id"]) for s in task.shot_seeds]
+    assert len(set(draws)) == 3
+    per_seed = fewshot.over_seeds(feats, index, task, "t", task.shot_seeds, HEAD)
+    assert len(per_seed) == 3 * len(fewshot.METHODS)
+    assert set(per_seed["method"]) == set(fewshot.METHODS) and (per_seed["n_train"] == 10).all()
+    summary = fewshot.seed_summary(per_seed)
+    for method, s in summary.items():
+        acc = per_seed.loc[per_seed["method"] == method, "test_accuracy"].to_numpy()
+        assert s["n_seeds"] == 3
+        assert s["test_accuracy_mean"] == pytest.approx(acc.mean(), abs=1e-6)
+        assert s["test_accuracy_std"] == pytest.approx(acc.std(ddof=1), abs=1e-6)
+        assert np.isfinite(s["test_accuracy_std"])
+        assert list(s["test_accuracy_seeds"]) == ["0", "1", "2"]
+    assert any(summary[m]["test_accuracy_std"] > 0 for m in fewshot.METHODS)  # different draws, other scores
+    # the same seeds give the same numbers
+    again = fewshot.over_seeds(feats, index, task, "t", task.shot_seeds, HEAD)
+    pd.testing.assert_frame_equal(per_seed, again)
+
+
+# --- the data-efficiency curve --------------------------------------------------------------------------
+
+
+def test_efficiency_curve_shape_and_trend(digits):
+    feats, index = digits
+    task = Task(features="f", classes=[0, 2, 4, 6, 9])
+    curve = fewshot.efficiency(feats, index, task, "t", [20, 1, 5], [0, 1], HEAD)
+    assert list(curve.columns) == fewshot.CURVE_COLUMNS
+    assert curve["shots"].tolist() == [1] * 3 + [5] * 3 + [20] * 3  # sorted by shots
+    assert (curve["n_train"] == curve["shots"] * 5).all() and (curve["n_seeds"] == 2).all()
+    assert curve["test_accuracy"].between(0, 1).all() and (curve["std"] >= 0).all()
+    by = curve.set_index(["method", "shots"])["test_accuracy"]
+    for method in fewshot.METHODS:
+        assert by[method, 20] > by[method, 1], curve  # more labels help every method
+    # a k already computed over the same seeds is reused as is, with the same result
+    known = {5: fewshot.over_seeds(feats, index, task.model_copy(update={"shots": 5}), "t", [0, 1], HEAD)}
+    reused = fewshot.efficiency(feats, index, task, "t", [1, 5, 20], [0, 1], HEAD, known=known)
+    pd.testing.assert_frame_equal(curve, reused)
+
+
+def test_efficiency_shots_beyond_a_class_name_the_class_and_count(digits):
+    feats, index = digits
+    task = Task(features="f", classes=[3, 4])
+    n = {c: int(((index["label"] == c) & (index["split"] == "train")).sum()) for c in ("3", "4")}
+    short = min(n, key=n.get)
+    with pytest.raises(PipelineError) as err:
+        fewshot.efficiency(feats, index, task, "few", [1, n[short] + 1], [0], HEAD)
+    msg = str(err.value)
+    assert "tasks.few.efficiency_shots" in msg and f"class '{short}' has {n[short]} training images" in msg
+
+
+def test_own_points_use_the_seed_mean_where_there_is_one():
+    metrics = {"head": {"test_accuracy": 0.8, "n_train": 50, "test_accuracy_mean": 0.7, "test_accuracy_std": 0.1,
+                        "n_seeds": 5},
+               "finetune": {"test_accuracy": 0.9, "n_train": 50, "mode": "lpft"}}
+    curve = fewshot.own_points(metrics, 10)
+    assert curve.to_dict("records") == [
+        {"shots": 10, "method": "head", "test_accuracy": 0.7, "std": 0.1, "n_seeds": 5, "n_train": 50},
+        {"shots": 10, "method": "lpft", "test_accuracy": 0.9, "std": 0.0, "n_seeds": 1, "n_train": 50}]
+
+
+def test_plot_template_renders_one_line_per_method(tmp_path, digits):
+    from dvc_render.vega import VegaRenderer
+
+    feats, index = digits
+    curve = fewshot.efficiency(feats, index, Task(features="f", classes=[0, 1]), "t", [1, 3], [0, 1], HEAD)
+    rows = [{k: str(v) for k, v in r.items()} | {"rev": "workspace"} for r in curve.to_dict("records")]
+    spec = VegaRenderer(rows, "efficiency.csv", template=str(REPO / "stages/plot_templates/lines_by_method.json"),
+                        x="shots", y="test_accuracy").get_filled_template()
+    assert "<DVC_METRIC" not in json.dumps(spec)
+    assert spec["encoding"]["color"]["field"] == "method" and spec["encoding"]["x"]["field"] == "shots"
+    assert spec["layer"][0]["encoding"]["y"]["field"] == "test_accuracy"
+    assert len(spec["data"]["values"]) == len(curve) == 6
+
+
+# --- through evaluate and report ------------------------------------------------------------------------
+
+FEW = Task(features="f", classes=[0, 1, 2], shots=2, shot_seeds=[0, 1, 2], efficiency_shots=[1, 2, 4])
+PLAIN = Task(features="f", classes=[0, 1, 2])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, digits_root):
+    """45 real digit images of 3 classes, through train_head and finetune (none) for tasks FEW and PLAIN."""
+    tmp = tmp_path_factory.mktemp("fewproj")
+    root = subset_imagefolder(digits_root, tmp / "raw", [0, 1, 2], 15)
+    layout = Layout(tmp)
+    dataset = P.Dataset(source="imagefolder", root=str(root), val_fraction=0.2, test_fraction=0.2)
+    prepare.run(dataset, layout.prepared("d"), seed=0)
+    manifest = pd.read_parquet(layout.manifest("d"))
+    bb = P.Backbone(arch="resnet18", weights="none", image_size=32)
+    backbone.run("bb", bb, layout.backbone("bb"), seed=0)
+    features.run("f", P.FeatureSet(dataset="d", backbone="bb"), manifest, layout.backbone("bb"),
+                 layout.features("f"), torch.device("cpu"))
+    for name, task in (("few", FEW), ("plain", PLAIN)):
+        train_head.run(name, task, HEAD, 0, layout.root, layout.head(name))
+        finetune.run(name, task, P.Finetune(), 0, layout, torch.device("cpu"))
+    params = P.Params(datasets={"d": dataset}, backbones={"bb": bb},
+                      features={"f": P.FeatureSet(dataset="d", backbone="bb")},
+                      tasks={"few": FEW, "plain": PLAIN}, head=HEAD)
+    return layout, params
+
+
+def test_evaluate_writes_prototype_seed_stats_and_the_curve(project):
+    layout, params = project
+    metrics = evaluate.run("few", FEW, P.Evaluate(), 0, layout, HEAD)
+    assert json.loads((layout.results("few") / "metrics.json").read_text()) == metrics
+    assert set(metrics) == {"head", "reference", "prototype"}
+    contract = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
+    for method in fewshot.METHODS:
+        m = metrics[method]
+        assert contract <= set(m) and m["n_train"] == 6 and m["n_seeds"] == 3
+        assert np.isfinite(m["test_accuracy_std"]) and list(m["test_accuracy_seeds"]) == ["0", "1", "2"]
+    # test_accuracy stays the one of the task's own seed (0): the same draw and fit as the seed-0 entry (the
+    # head is left out: train_head may choose its head otherwise than params.head)
+    for method in ("prototype", "reference"):
+        assert metrics[method]["test_accuracy_seeds"]["0"] == pytest.approx(metrics[method]["test_accuracy"])
+    curve = pd.read_csv(layout.results("few") / "efficiency.csv")
+    assert list(curve.columns) == fewshot.CURVE_COLUMNS
+    assert sorted(set(curve["shots"])) == [1, 2, 4] and len(curve) == 9
+    at2 = curve[curve["shots"] == 2].set_index("method")["test_accuracy"]
+    for method in fewshot.METHODS:  # the curve's point at the task's own k is the seeds' mean
+        assert at2[method] == pytest.approx(metrics[method]["test_accuracy_mean"], abs=1e-6)
+    assert (layout.results("few") / "efficiency.png").stat().st_size > 0
+
+
+def test_evaluate_without_shot_seeds_keeps_the_contract_and_writes_one_point(project):
+    layout, params = project
+    metrics = evaluate.run("plain", PLAIN, P.Evaluate(), 0, layout, HEAD)
+    assert set(metrics) == {"head", "reference", "prototype"}
+    assert not any("n_seeds" in m for m in metrics.values())
+    curve = pd.read_csv(layout.results("plain") / "efficiency.csv")
+    assert curve["method"].tolist() == ["head", "reference", "prototype"]
+    assert (curve["n_train"] == metrics["head"]["n_train"]).all() and (curve["std"] == 0).all()
+    assert curve["shots"].iloc[0] == pytest.approx(metrics["head"]["n_train"] / 3, abs=0.05)
+
+
+def test_evaluate_rejects_efficiency_shots_beyond_a_class(project):
+    layout, _ = project
+    too_many = FEW.model_copy(update={"efficiency_shots": [1, 50]})
+    with pytest.raises(PipelineError, match=r"tasks\.few\.efficiency_shots: class '\d' has \d+ training images"):
+        evaluate.run("few", too_many, P.Evaluate(), 0, layout, HEAD)
+
+
+def test_report_shows_prototype_rows_seed_means_and_the_curve(project):
+    layout, params = project
+    for name, task in params.tasks.items():
+        evaluate.run(name, task, params.evaluate, params.seed, layout, params.head)
+    table = report.run(params, layout)
+    few = table[table["task"] == "few"].set_index("method")
+    assert set(few.index) == {"head", "reference", "prototype"}
+    metrics = json.loads((layout.results("few") / "metrics.json").read_text())
+    for method in fewshot.METHODS:
+        assert few.loc[method, "test_accuracy_mean"] == pytest.approx(metrics[method]["test_accuracy_mean"])
+        assert few.loc[method, "n_seeds"] == 3
+    assert table.loc[table["task"] == "plain", "n_seeds"].isna().all()
+    text = layout.report_md.read_text()
+    m = metrics["prototype"]
+    assert f"{m['test_accuracy_mean']:.3f} ± {m['test_accuracy_std']:.3f} (3)" in text
+    assert "## Data efficiency" in text and "### few" in text and "### plain" not in text
+    assert "| nan" not in text
