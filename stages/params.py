@@ -86,6 +86,8 @@ class Task(_Strict):
     label_map: dict[str, str] | None = None
     shots: int | None = Field(None, ge=1, description="k training images per class (few-shot)")
     finetune: Literal["none", "full", "lpft"] = "none"
+    scratch: bool = Field(False, description="also train the feature set's backbone architecture from random "
+                          "init on this task (the no-transfer baseline: did transfer help?)")
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -116,6 +118,20 @@ class Finetune(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     freeze_norm: bool = Field(True, description="keep batch-norm statistics fixed while fine-tuning")
+    freeze_epochs: int = Field(0, ge=0, description="first epochs that train the head only (backbone frozen)")
+    augment: Literal["none", "light"] = Field("none", description="training-image augmentation; light: small "
+                                              "rotation/shift/scale, no flips (safe for digits and text)")
+    patience: int | None = Field(None, ge=1, description="early stopping: stop after this many epochs "
+                                 "without a better val accuracy and keep the best epoch; null: off")
+    class_weight: Literal["none", "balanced"] = Field("none", description="balanced: weight the loss by "
+                                                      "inverse class frequency (imbalanced tasks)")
+
+    @model_validator(mode="after")
+    def _freeze_within_epochs(self) -> Finetune:
+        if self.freeze_epochs >= self.epochs:
+            raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}), "
+                             "or the backbone is never fine-tuned")
+        return self
 
 
 class Evaluate(_Strict):
