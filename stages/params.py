@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from stages.errors import PipelineError
 from stages.paths import EMBEDDED_DIGITS_ROOT
@@ -126,12 +134,13 @@ class Finetune(_Strict):
     class_weight: Literal["none", "balanced"] = Field("none", description="balanced: weight the loss by "
                                                       "inverse class frequency (imbalanced tasks)")
 
-    @model_validator(mode="after")
-    def _freeze_within_epochs(self) -> Finetune:
-        if self.freeze_epochs >= self.epochs:
-            raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs}), "
-                             "or the backbone is never fine-tuned")
-        return self
+    @field_validator("freeze_epochs")
+    @classmethod
+    def _freeze_within_epochs(cls, v: int, info: ValidationInfo) -> int:
+        epochs = info.data.get("epochs")
+        if epochs is not None and v >= epochs:
+            raise ValueError(f"{v} must be below epochs ({epochs}), or the backbone is never fine-tuned")
+        return v
 
 
 class Evaluate(_Strict):
