@@ -72,8 +72,11 @@ def train_and_predict(method: str, imgs: TaskImages, model: nn.Module, groups: l
 
     def loader(part: pd.DataFrame, train: bool) -> DataLoader:
         tf = images.transform(pre, cfg.augment if train else "none")
+        # batch-norm that learns cannot take a batch of one image: drop such a last batch (a different image
+        # each epoch, as the shuffle differs)
+        single = train and not rec.freeze_norm and len(part) % cfg.batch_size == 1 and len(part) > 1
         return DataLoader(images.ImageFiles(part["path"], part["y"].tolist(), tf), batch_size=cfg.batch_size,
-                          shuffle=train, generator=torch.Generator().manual_seed(rec.seed),
+                          shuffle=train, generator=torch.Generator().manual_seed(rec.seed), drop_last=single,
                           pin_memory=device.type == "cuda")
 
     used = imgs.rows[["image_id", "split", "y", "sha256"]].to_json(orient="values")
