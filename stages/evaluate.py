@@ -1,5 +1,5 @@
-"""Stage evaluate@<task>: metrics.json per model kind (head, reference, prototype, finetune), a confusion matrix
-and the data-efficiency curve as CSV (DVC plots) and PNG."""
+"""Stage evaluate@<task>: metrics.json per model kind (head, reference, prototype, finetune, scratch), a
+confusion matrix and the data-efficiency curve as CSV (DVC plots) and PNG."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,7 @@ from stages.features import load_features
 from stages.finetune import INFO_FILE as FT_INFO
 from stages.finetune import PREDICTIONS_FILE
 from stages.paths import Layout
+from stages.scratch import INFO_FILE as SCRATCH_INFO
 from stages.tasks import select
 from stages.train_head import HEAD_FILE, REFERENCE_FILE
 from stages.train_head import INFO_FILE as HEAD_INFO
@@ -110,6 +111,9 @@ def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout
     ft_info = json.loads((layout.finetune(task_name) / FT_INFO).read_text())
     if ft_info["mode"] != "none":
         all_preds["finetune"] = (pd.read_parquet(layout.finetune(task_name) / PREDICTIONS_FILE), ft_info)
+    scratch_path = layout.scratch(task_name) / SCRATCH_INFO  # absent where scratch@<task> never ran
+    if scratch_path.is_file() and (sc_info := json.loads(scratch_path.read_text()))["ran"]:
+        all_preds["scratch"] = (pd.read_parquet(layout.scratch(task_name) / PREDICTIONS_FILE), sc_info)
     metrics = {}
     for kind, (p, info) in all_preds.items():
         metrics[kind] = scores(p, info["n_train"], len(classes))  # wall-clock stays out: metrics compare runs

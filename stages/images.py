@@ -120,16 +120,27 @@ def inspect(path: Path | str) -> ImageInfo:
 
 # torch and torchvision are imported where tensors are made, so that prepare (decoding and hashing only)
 # runs without them: they hold ~650 MiB of the process's memory once imported.
-def transform(pre: dict) -> v2.Compose:
-    """The eval-time transform described by a preprocessing dict (as stored in backbone.json)."""
+AUGMENTATIONS = ("none", "light")
+
+
+def transform(pre: dict, augment: str = "none") -> v2.Compose:
+    """The eval-time transform described by a preprocessing dict (as stored in backbone.json), with an
+    optional training augmentation applied after the crop (it draws from torch's global RNG)."""
     import torch
     from torchvision.transforms import InterpolationMode, v2
 
     interp = InterpolationMode(pre["interpolation"])
+    if augment not in AUGMENTATIONS:
+        raise PipelineError(f"augment {augment!r} is not known; use one of {', '.join(AUGMENTATIONS)}")
+    # light: small affine jitter only; no flips or colour changes, which would change what a digit or a
+    # letter means. Fill 0 is the background of the digits (and the padding torchvision uses elsewhere).
+    extra = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), interpolation=interp)] \
+        if augment == "light" else []
     return v2.Compose([
         v2.ToImage(),
         v2.Resize(pre["resize_size"], interpolation=interp, antialias=pre["antialias"]),
         v2.CenterCrop(pre["crop_size"]),
+        *extra,
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(pre["mean"]), std=list(pre["std"])),
     ])

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from stages.errors import PipelineError
 from stages.paths import EMBEDDED_DIGITS_ROOT
@@ -99,6 +107,8 @@ class Task(_Strict):
     efficiency_shots: list[int] | None = Field(
         None, min_length=1, description="shots per class for the data-efficiency curve (results/<task>/"
         "efficiency.csv), each drawn once per shot seed")
+    scratch: bool = Field(False, description="also train the feature set's backbone architecture from random "
+                          "init on this task (the no-transfer baseline: did transfer help?)")
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -150,6 +160,21 @@ class Finetune(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     freeze_norm: bool = Field(True, description="keep batch-norm statistics fixed while fine-tuning")
+    freeze_epochs: int = Field(0, ge=0, description="first epochs that train the head only (backbone frozen)")
+    augment: Literal["none", "light"] = Field("none", description="training-image augmentation; light: small "
+                                              "rotation/shift/scale, no flips (safe for digits and text)")
+    patience: int | None = Field(None, ge=1, description="early stopping: stop after this many epochs "
+                                 "without a better val accuracy and keep the best epoch; null: off")
+    class_weight: Literal["none", "balanced"] = Field("none", description="balanced: weight the loss by "
+                                                      "inverse class frequency (imbalanced tasks)")
+
+    @field_validator("freeze_epochs")
+    @classmethod
+    def _freeze_within_epochs(cls, v: int, info: ValidationInfo) -> int:
+        epochs = info.data.get("epochs")
+        if epochs is not None and v >= epochs:
+            raise ValueError(f"{v} must be below epochs ({epochs}), or the backbone is never fine-tuned")
+        return v
 
 
 class Evaluate(_Strict):

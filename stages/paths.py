@@ -45,6 +45,13 @@ class Layout:
     def finetune(self, task: str) -> Path:
         return self.task(task) / "finetune"
 
+    def scratch(self, task: str) -> Path:
+        return self.task(task) / "scratch"
+
+    # Outside DVC's outputs (DVC deletes those before a stage re-runs) so an interrupted run can resume.
+    def checkpoints(self, task: str, method: str) -> Path:
+        return self.root / ".cache" / "checkpoints" / task / method
+
     def results(self, task: str) -> Path:
         return self.root / "results" / task
 

@@ -11,10 +11,23 @@ from stages.atomic import write_csv, write_text
 from stages.errors import PipelineError
 from stages.finetune import INFO_FILE as FT_INFO
 from stages.paths import Layout
+from stages.scratch import INFO_FILE as SCRATCH_INFO
 from stages.train_head import INFO_FILE as HEAD_INFO
 
-COLUMNS = ["task", "method", "features", "backbone", "shots", "test_accuracy", "val_accuracy",
-           "macro_f1", "n_train", "n_test", "seconds", "test_accuracy_mean", "test_accuracy_std", "n_seeds"]
+COLUMNS = ["task", "method", "features", "backbone", "backbone_run", "shots", "test_accuracy", "val_accuracy",
+           "macro_f1", "n_train", "n_test", "seconds",
+           "test_accuracy_mean", "test_accuracy_std", "n_seeds"]
+# Whether a method runs the backbone on the task's images (costly) or only reads the cached features.
+BACKBONE_RUN = {"head": "no", "reference": "no", "prototype": "no", "finetune": "yes", "scratch": "yes"}
+
+
+def _seconds(layout: Layout, name: str) -> dict:
+    """Training seconds per metrics kind of one task."""
+    head_info = json.loads((layout.head(name) / HEAD_INFO).read_text())
+    scratch = layout.scratch(name) / SCRATCH_INFO
+    return {"head": head_info["seconds"], "reference": head_info["reference"]["seconds"],
+            "finetune": json.loads((layout.finetune(name) / FT_INFO).read_text()).get("seconds"),
+            "scratch": json.loads(scratch.read_text()).get("seconds") if scratch.is_file() else None}
 
 
 def run(params: P.Params, layout: Layout) -> pd.DataFrame:
@@ -23,19 +36,20 @@ def run(params: P.Params, layout: Layout) -> pd.DataFrame:
         path = layout.results(name) / "metrics.json"
         if not path.is_file():
             raise PipelineError(f"{path} not found; run `dvc repro evaluate@{name}` first")
-        head_info = json.loads((layout.head(name) / HEAD_INFO).read_text())
-        seconds = {"head": head_info["seconds"], "reference": head_info["reference"]["seconds"],
-                   "finetune": json.loads((layout.finetune(name) / FT_INFO).read_text()).get("seconds")}
+        seconds = _seconds(layout, name)
         for kind, m in json.loads(path.read_text()).items():
             method = m.get("mode", kind) if kind == "finetune" else kind
             rows.append({"task": name, "method": method, "features": task.features,
                          "backbone": params.features[task.features].backbone,
+                         "backbone_run": BACKBONE_RUN.get(kind),
                          "shots": task.shots if task.shots else "all", **m, "seconds": seconds.get(kind)})
     table = pd.DataFrame(rows).reindex(columns=COLUMNS).astype({"n_seeds": "Int64"})
     write_csv(layout.summary_csv, table)
     write_text(layout.report_md, "# Results\n\nTest and validation accuracy per task and method "
-               "(`seconds`: training time of that method; the `prototype` head has no training; `over seeds`: "
-               "test accuracy mean ± std over the task's `shot_seeds` draws of its k shots).\n\n"
+               "(`seconds`: training time of that method; the `prototype` head has no training; "
+               "`backbone_run`: whether it ran the backbone on the task's images, or only read the cached "
+               "features; `scratch`: the same architecture trained from random init, the no-transfer baseline; "
+               "`over seeds`: test accuracy mean ± std over the task's `shot_seeds` draws of its k shots).\n\n"
                + markdown(table) + "\n" + efficiency_section(params, layout))
     return table
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,8 @@ SMALL_PARAMS = {
     "head": {"kind": "linear", "hidden_dim": 256, "epochs": 20, "batch_size": 256, "lr": 0.01,
              "weight_decay": 0.0001, "standardize": True},
     "finetune": {"epochs": 1, "batch_size": 32, "lr": 0.0003, "backbone_lr_mult": 0.1, "weight_decay": 0.0001,
-                 "label_smoothing": 0.0, "freeze_norm": True},
+                 "label_smoothing": 0.0, "freeze_norm": True, "freeze_epochs": 0, "augment": "none",
+                 "patience": None, "class_weight": "none"},
     "evaluate": {"normalize_confusion": False},
 }
 

@@ -66,12 +66,14 @@ def expected() -> dict[str, dict]:
                                       "params": {f"tasks.{name}", "head", "seed"}}
         want[f"finetune@{name}"] = {"outs": {rel(L.finetune(name))}, "deps": {feats, rel(L.head(name))},
                                     "params": {f"tasks.{name}", "finetune", "seed"}}
+        want[f"scratch@{name}"] = {"outs": {rel(L.scratch(name))}, "deps": {feats},
+                                   "params": {f"tasks.{name}", "finetune", "seed"}}
         results = L.results(name)
         want[f"evaluate@{name}"] = {
             "outs": {rel(results / f) for f in ("metrics.json", "confusion.csv", "confusion.png",
                                                 "efficiency.csv", "efficiency.png")},
             "metrics": {rel(results / "metrics.json")},
-            "deps": {feats, rel(L.head(name)), rel(L.finetune(name))},
+            "deps": {feats, rel(L.head(name)), rel(L.finetune(name)), rel(L.scratch(name))},
             "params": {f"tasks.{name}", "evaluate", "head"}}
     want["report"] = {"outs": {rel(L.summary_csv), rel(L.report_md)}, "deps": {rel(L.results("x").parent)},
                       "params": {"tasks", "features"}}

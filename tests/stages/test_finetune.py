@@ -1,17 +1,36 @@
-"""finetune + evaluate over a tiny real project: prepare -> backbone -> features -> train_head -> finetune -> evaluate."""
+"""finetune, scratch + evaluate over a tiny real project: prepare -> backbone -> features -> train_head ->
+finetune / scratch -> evaluate."""
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from sklearn.utils.class_weight import compute_class_weight
+from torch.utils.data import DataLoader
 
-from stages import backbone, backbones, evaluate, features, finetune, heads, images, prepare, train_head
-from stages.params import Backbone, Dataset, Evaluate, FeatureSet, Finetune, Head, Task
+from stages import (
+    backbone,
+    backbones,
+    evaluate,
+    features,
+    finetune,
+    heads,
+    images,
+    prepare,
+    scratch,
+    train_head,
+    trainer,
+)
+from stages.errors import PipelineError
+from stages.params import Backbone, Dataset, Evaluate, FeatureSet, Finetune, Head, Task, parse
 from stages.paths import Layout
+from tests.conftest import SMALL_PARAMS
 
 from .conftest import subset_imagefolder
 
@@ -120,3 +139,171 @@ def test_finetune_none_is_recorded_and_evaluated_as_head_only(project):
     assert not (layout.finetune("plain") / finetune.WEIGHTS_FILE).exists()
     metrics = evaluate.run("plain", NONE, Evaluate(normalize_confusion=True), 0, layout)
     assert set(metrics) == {"head", "reference", "prototype"}
+
+
+# --- the training recipe: freeze-then-unfreeze, resume, early stopping, stale checkpoints ----------------
+
+
+class MemoryStore:
+    """A trainer.Store that keeps a copy of every epoch's state (and can hand one back to resume from)."""
+
+    def __init__(self, start: dict | None = None):
+        self.start, self.saved = start, []
+
+    def load(self) -> dict | None:
+        return self.start
+
+    def save(self, state: dict) -> None:
+        self.saved.append(copy.deepcopy(state))
+
+
+def _train_run(layout, cfg: Finetune, store, task: Task = LPFT, mode: str = "lpft"):
+    """A fresh LP-FT model trained with the finetune stage's recipe; -> (model, stats)."""
+    imgs = finetune.task_images("lpft", task, 0, layout)
+    torch.manual_seed(0)
+    model, trunk, top = finetune._model(imgs.backbone, layout.head("lpft"), mode, len(imgs.classes))
+    groups = [{"params": trunk, "lr": cfg.lr * cfg.backbone_lr_mult}, {"params": top, "lr": cfg.lr}]
+    pre = backbones.read_info(imgs.backbone).preprocessing
+
+    def loader(part, train):
+        ds = images.ImageFiles(part["path"], part["y"].tolist(), images.transform(pre, cfg.augment if train
+                                                                                 else "none"))
+        return DataLoader(ds, batch_size=cfg.batch_size, shuffle=train, generator=torch.Generator().manual_seed(0))
+
+    rec = finetune.recipe(cfg, 0, imgs)
+    stats = trainer.fit_recipe(model, groups, loader(imgs.part("train"), True), rec, CPU,
+                               val=loader(imgs.part("val"), False) if rec.patience else None,
+                               frozen=model[0], store=store)
+    return model, stats
+
+
+def _same(a: dict, b: dict, prefix: str) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
+
+
+def test_freeze_then_unfreeze_and_resume_without_refreezing(project):
+    layout, _ = project
+    cfg = Finetune(epochs=3, batch_size=8, lr=1e-3, freeze_epochs=1, freeze_norm=False, augment="light")
+    store = MemoryStore()
+    model, stats = _train_run(layout, cfg, store)
+    init = finetune._model(layout.backbone("bb"), layout.head("lpft"), "lpft", 3)[0].state_dict()
+    first, second, last = (s["model"] for s in store.saved)
+    assert [s["frozen"] for s in store.saved] == [True, False, False]
+    assert [s["epoch"] for s in store.saved] == [1, 2, 3]
+    assert _same(first, init, "0.")  # epoch 1: the trunk untouched, batch-norm statistics included...
+    assert not _same(first, init, "1.")  # ...while the head trained
+    assert not _same(second, first, "0.")  # epoch 2: the backbone trains
+    assert stats["resumed_from_epoch"] is None and len(stats["train_loss"]) == 3
+
+    # Resume from the frozen epoch's checkpoint, and from one after it: each ends bit-identical.
+    for state in store.saved[:2]:
+        resumed_model, resumed = _train_run(layout, cfg, MemoryStore(copy.deepcopy(state)))
+        assert resumed["resumed_from_epoch"] == state["epoch"]
+        assert resumed["train_loss"] == stats["train_loss"]
+        assert _same(resumed_model.state_dict(), last, "")
+    assert _same(model.state_dict(), last, "")
+
+
+def test_early_stopping_keeps_the_best_epoch(project):
+    layout, _ = project
+    cfg = Finetune(epochs=4, batch_size=8, lr=0.05, backbone_lr_mult=1.0, patience=1, freeze_norm=False)
+    store = MemoryStore()
+    model, stats = _train_run(layout, cfg, store)
+    scores = [(v["accuracy"], -v["loss"]) for v in stats["val"]]
+    assert len(scores) == stats["epochs_run"] == len(store.saved) <= 4
+    best = max(range(len(scores)), key=lambda i: scores[i])
+    assert stats["best_epoch"] == best + 1
+    if stats["epochs_run"] < 4:  # stopped: the epoch after the best was no better
+        assert scores[best + 1] <= scores[best] and best + 2 == stats["epochs_run"]
+    # the model handed back is the best epoch's, not the last one's
+    assert _same(model.state_dict(), store.saved[best]["model"], "")
+    if best + 1 < stats["epochs_run"]:
+        assert not _same(model.state_dict(), store.saved[-1]["model"], "")
+
+
+def test_a_changed_config_never_resumes_from_a_stale_checkpoint(project, monkeypatch):
+    layout, _ = project
+    monkeypatch.setattr(finetune.checkpoints.Checkpoint, "clear", lambda self: None)  # keep them all
+    ckpts = layout.checkpoints("lpft", "finetune")
+    first = finetune.run("lpft", LPFT, FT, 0, layout, CPU)
+    preds = pd.read_parquet(layout.finetune("lpft") / finetune.PREDICTIONS_FILE)
+    [key] = [p.name for p in ckpts.iterdir()]
+    again = finetune.run("lpft", LPFT, FT, 0, layout, CPU)  # the same run: it finds its finished state
+    assert first["resumed_from_epoch"] is None and again["resumed_from_epoch"] == FT.epochs
+    pd.testing.assert_frame_equal(pd.read_parquet(layout.finetune("lpft") / finetune.PREDICTIONS_FILE), preds)
+    for changed in (FT.model_copy(update={"lr": 2e-3}), FT.model_copy(update={"augment": "light"})):
+        info = finetune.run("lpft", LPFT, changed, 0, layout, CPU)
+        assert info["resumed_from_epoch"] is None, changed
+        keys = [p.name for p in ckpts.iterdir()]
+        assert len(keys) == 1 and key not in keys  # the stale one is gone
+        key = keys[0]
+    assert finetune.run("lpft", LPFT, FT, 1, layout, CPU)["resumed_from_epoch"] is None  # another seed
+    shutil.rmtree(ckpts.parent)
+
+
+def test_balanced_class_weights_and_validation(project):
+    layout, _ = project
+    imgs = finetune.task_images("lpft", LPFT, 0, layout)
+    train = imgs.part("train")
+    drop = train.index[train["y"] == 0][:4]  # make class 0 rare
+    imbalanced = finetune.TaskImages(imgs.name, imgs.rows.drop(drop), imgs.classes, imgs.backbone)
+    y = imbalanced.part("train")["y"].to_numpy()
+    rec = finetune.recipe(Finetune(class_weight="balanced"), 0, imbalanced)
+    want = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    assert np.allclose(rec.class_weights, want) and rec.class_weights[0] > 1 > rec.class_weights[1]
+    assert finetune.recipe(Finetune(), 0, imbalanced).class_weights is None
+    no_val = finetune.TaskImages(imgs.name, imgs.rows[imgs.rows["split"] != "val"], imgs.classes, imgs.backbone)
+    with pytest.raises(PipelineError, match="finetune.patience"):
+        finetune.recipe(Finetune(patience=2), 0, no_val)
+    with pytest.raises(PipelineError, match="finetune.freeze_epochs"):
+        parse({**SMALL_PARAMS, "finetune": {**SMALL_PARAMS["finetune"], "freeze_epochs": 1}})
+    with pytest.raises(PipelineError, match="finetune.augment"):
+        parse({**SMALL_PARAMS, "finetune": {**SMALL_PARAMS["finetune"], "augment": "flip"}})
+
+
+def test_light_augmentation_moves_pixels_reproducibly(project):
+    layout, manifest = project
+    pre = backbones.read_info(layout.backbone("bb")).preprocessing
+    img = images.decode(manifest["path"].iloc[0])
+    plain = images.transform(pre)(img)
+    torch.manual_seed(3)
+    a = [images.transform(pre, "light")(img) for _ in range(4)]
+    torch.manual_seed(3)
+    b = [images.transform(pre, "light")(img) for _ in range(4)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))  # drawn from torch's RNG only
+    assert all(x.shape == plain.shape for x in a)
+    assert sum(not torch.allclose(x, plain) for x in a) >= 3
+    with pytest.raises(PipelineError, match="augment 'flip'"):
+        images.transform(pre, "flip")
+
+
+# --- scratch: the no-transfer baseline ------------------------------------------------------------------
+
+
+def test_scratch_trains_the_architecture_from_random_init_and_is_evaluated(project):
+    layout, manifest = project
+    task = LPFT.model_copy(update={"scratch": True})
+    info = scratch.run("lpft", task, FT, 0, layout, CPU)
+    assert info["ran"] and info["arch"] == "resnet18" and info["resumed_from_epoch"] is None
+    weights = load_file(layout.scratch("lpft") / scratch.WEIGHTS_FILE)
+    assert weights["fc.weight"].shape == (3, 512)  # the architecture, sized to the task's classes
+    torch.manual_seed(0)
+    init = backbones.build("resnet18", 3).state_dict()
+    moved = [k for k, v in init.items() if v.is_floating_point() and not torch.equal(weights[k], v)]
+    assert "conv1.weight" in moved and "fc.weight" in moved  # every layer trained from its seeded init
+    assert not layout.checkpoints("lpft", "scratch").exists()
+
+    finetune.run("lpft", NONE, FT, 0, layout, CPU)  # evaluate reads the finetune stage's record too
+    metrics = evaluate.run("lpft", task, Evaluate(), 0, layout)
+    assert set(metrics) == {"head", "reference", "prototype", "scratch"}
+    used = manifest[manifest["label"].isin(["0", "1", "2"])]
+    assert metrics["scratch"]["n_train"] == info["n_train"] == (used["split"] == "train").sum()
+    preds = pd.read_parquet(layout.scratch("lpft") / scratch.PREDICTIONS_FILE)
+    test = preds[preds["split"] == "test"]
+    assert metrics["scratch"]["test_accuracy"] == pytest.approx((test["pred"] == test["y"]).mean(), abs=1e-6)
+
+    finetune.run("plain", NONE, FT, 0, layout, CPU)
+    skipped = scratch.run("plain", NONE, FT, 0, layout, CPU)
+    assert skipped == {"task": "plain", "method": "scratch", "ran": False}
+    assert not (layout.scratch("plain") / scratch.WEIGHTS_FILE).exists()
+    assert "scratch" not in evaluate.run("plain", NONE, Evaluate(), 0, layout)

@@ -1,0 +1,57 @@
+"""report over a tiny real project: head, reference, lpft and scratch rows side by side, with backbone_run."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from stages import evaluate, features, finetune, report, scratch, train_head
+from stages.params import parse
+
+from .conftest import subset_imagefolder, tiny_layout
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, digits_root, private_store):
+    tmp = tmp_path_factory.mktemp("report")
+    images = subset_imagefolder(digits_root, tmp / "raw", [0, 1, 2], 10)
+    layout = tiny_layout(tmp / "proj", images)
+    params = parse({
+        "device": "cpu", "datasets": {"tiny": {"source": "imagefolder", "root": str(images)}},
+        "backbones": {"bb32": {"arch": "resnet18", "weights": "none", "image_size": 32}},
+        "features": {"f": {"dataset": "tiny", "backbone": "bb32"}},
+        "tasks": {"few": {"features": "f", "shots": 3, "finetune": "lpft", "scratch": True},
+                  "plain": {"features": "f"}},
+        "head": {"epochs": 10}, "finetune": {"epochs": 1, "batch_size": 8}})
+    features.run("f", params.features["f"], pd.read_parquet(layout.manifest("tiny")), layout.backbone("bb32"),
+                 layout.features("f"), CPU)
+    for name, task in params.tasks.items():
+        train_head.run(name, task, params.head, 0, layout.root, layout.head(name))
+        finetune.run(name, task, params.finetune, 0, layout, CPU)
+        scratch.run(name, task, params.finetune, 0, layout, CPU)
+        evaluate.run(name, task, params.evaluate, 0, layout)
+    return layout, params, report.run(params, layout)
+
+
+def test_report_shows_every_method_and_whether_it_ran_the_backbone(built):
+    layout, params, table = built
+    assert list(table.columns) == report.COLUMNS
+    few = table[table["task"] == "few"].set_index("method")
+    assert list(few.index) == ["head", "reference", "prototype", "lpft", "scratch"]
+    assert few["backbone_run"].to_dict() == {"head": "no", "reference": "no", "prototype": "no", "lpft": "yes",
+                                             "scratch": "yes"}
+    metrics = json.loads((layout.results("few") / "metrics.json").read_text())
+    for method, kind in (("head", "head"), ("lpft", "finetune"), ("scratch", "scratch")):
+        assert few.loc[method, "test_accuracy"] == pytest.approx(metrics[kind]["test_accuracy"])
+        assert few.loc[method, "n_train"] == 9  # 3 shots x 3 classes
+    info = json.loads((layout.scratch("few") / scratch.INFO_FILE).read_text())
+    assert few.loc["scratch", "seconds"] == pytest.approx(info["seconds"]) and info["seconds"] > 0
+    plain = table[table["task"] == "plain"]
+    assert list(plain["method"]) == ["head", "reference", "prototype"] and set(plain["backbone_run"]) == {"no"}
+    assert pd.read_csv(layout.summary_csv)["backbone_run"].tolist() == table["backbone_run"].tolist()
+    md = layout.report_md.read_text()
+    assert "| scratch " in md and "backbone_run" in md
