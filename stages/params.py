@@ -137,6 +137,14 @@ class Head(_Strict):
     sweep: Sweep | None = Field(None, description="train a grid of heads together and keep the best on val; "
                                 "null: the one head above")
 
+    @model_validator(mode="after")
+    def _decay_below_one(self) -> Head:
+        worst = max((h.lr * h.weight_decay, h.lr, h.weight_decay) for h in self.grid())
+        if worst[0] >= 1:
+            raise ValueError(f"lr {worst[1]} x weight_decay {worst[2]} >= 1: AdamW's decoupled decay "
+                             "(weights *= 1 - lr * weight_decay each step) would zero or flip them; lower one")
+        return self
+
     def grid(self) -> list[Head]:
         """The heads this section asks for, each a single-head Head (sweep None), in grid order: kind, then
         lr, then weight decay, each in the order written."""
