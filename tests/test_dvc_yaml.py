@@ -68,7 +68,7 @@ def expected() -> dict[str, dict]:
                                     "params": {f"tasks.{name}", "finetune", "seed"}}
         results = L.results(name)
         want[f"evaluate@{name}"] = {
-            "outs": {rel(results / f) for f in ("metrics.json", "confusion.csv", "confusion.png")},
+            "outs": {rel(results / f) for f in ("metrics.json", "confusion.csv", "confusion.png", "sweep.csv")},
             "metrics": {rel(results / "metrics.json")},
             "deps": {feats, rel(L.head(name)), rel(L.finetune(name))},
             "params": {f"tasks.{name}", "evaluate"}}
