@@ -119,7 +119,7 @@ def _train_sweep(x: np.ndarray, y: np.ndarray, n_classes: int, cfgs: list[Head],
             torch.manual_seed(seed)
             inits.append(FeatureHead(xt.shape[1], n_classes, kind, cfg.hidden_dim))
         stacks.append((_Stack(inits), members))
-    opt = _StackedAdamW([(p, [cfgs[i] for i in members]) for st, members in stacks for p in st.params])
+    opt = _StackedAdamW([(list(st.params), [cfgs[i] for i in members]) for st, members in stacks])
     steps = -(-len(xt) // cfg.batch_size)
     factor = _schedule(cfg.epochs * steps)
     gen = torch.Generator().manual_seed(seed)
@@ -127,7 +127,8 @@ def _train_sweep(x: np.ndarray, y: np.ndarray, n_classes: int, cfgs: list[Head],
     for _ in range(cfg.epochs):
         for idx in torch.randperm(len(xt), generator=gen).split(cfg.batch_size):
             zb = z.index_select(0, idx)
-            logits = torch.cat([st(zb) for st, _ in stacks], dim=1)  # (B, H, classes)
+            logits = [st(zb) for st, _ in stacks]  # each (B, heads of a kind, classes)
+            logits = logits[0] if len(logits) == 1 else torch.cat(logits, dim=1)
             # classes in dim 1, heads last: log-softmax then runs vectorised across heads (3x faster here)
             losses = F.cross_entropy(logits.transpose(1, 2), yt[idx, None].expand(-1, len(cfgs)),
                                      reduction="none")
@@ -193,35 +194,38 @@ class _StackedAdamW:
 
     Why not torch.optim.AdamW with one param group per head: that needs one tensor per head, so every step
     pays H times the optimiser's per-tensor ops and Python overhead, plus a torch.stack of the weights for the
-    batched forward; measured with 24 linear heads on the digits features that was ~5x slower than this.
-    The arithmetic is AdamW's single-tensor CPU path step for step (same float32 ops, same order, the
-    per-head scalars computed in float64 as Python would), so a head's numbers do not depend on the others.
-    """
+    batched forward. Measured (12 linear heads, 630 x 512 features, 10 classes, 100 epochs, one thread): 1.08 s
+    of CPU with param groups, 0.62 s with this. The arithmetic is AdamW's single-tensor CPU path step for step
+    (same float32 ops in the same order, the per-head scalars computed in float64 as Python computes them)."""
 
-    def __init__(self, groups: list[tuple[torch.Tensor, list[Head]]], betas=(0.9, 0.999), eps: float = 1e-8):
-        self.groups, self.betas, self.eps, self.t = [], betas, eps, 0
-        for p, cfgs in groups:
+    def __init__(self, stacks: list[tuple[list[torch.Tensor], list[Head]]], betas=(0.9, 0.999),
+                 eps: float = 1e-8):
+        self.stacks, self.betas, self.eps, self.t = [], betas, eps, 0
+        for params, cfgs in stacks:
             lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64)
             wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float64)
-            self.groups.append((p, lr, wd, torch.zeros_like(p), torch.zeros_like(p)))
+            self.stacks.append(([(p, torch.zeros_like(p), torch.zeros_like(p)) for p in params], lr, wd))
 
     def zero_grad(self) -> None:
-        for p, *_ in self.groups:
-            p.grad = None
+        for params, _, _ in self.stacks:
+            for p, _, _ in params:
+                p.grad = None
 
     @torch.no_grad()
     def step(self, factor: float) -> None:
         (b1, b2), self.t = self.betas, self.t + 1
         bc1, bc2_sqrt = 1 - b1 ** self.t, (1 - b2 ** self.t) ** 0.5
-        for p, base_lr, wd, m, v in self.groups:
-            shape = (-1,) + (1,) * (p.dim() - 1)
+        for params, base_lr, wd in self.stacks:
             lr = base_lr * factor  # what LambdaLR gives each param group
-            p.mul_((1 - lr * wd).float().view(shape))  # exact no-op where wd is 0, as AdamW's skip
-            m.lerp_(p.grad, 1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-            # addcdiv_(m, denom, value=-step) computes (value * m) / denom on CPU: the same rounding
-            p.addcdiv_(m * (-(lr / bc1)).float().view(shape), denom)
+            decay, neg_step = (1 - lr * wd).float(), (-(lr / bc1)).float()
+            for p, m, v in params:
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                p.mul_(decay.view(shape))  # an exact no-op where wd is 0, as AdamW's skip
+                m.lerp_(p.grad, 1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+                # addcdiv_(m, denom, value=-step) computes (value * m) / denom on CPU: the same rounding
+                p.addcdiv_(m * neg_step.view(shape), denom)
 
 
 @torch.inference_mode()
