@@ -94,7 +94,10 @@ def _train(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Head, seed: int) -
 def train_sweep(x: np.ndarray, y: np.ndarray, n_classes: int, cfgs: list[Head],
                 seed: int) -> tuple[list[FeatureHead], dict]:
     """Train every head of `cfgs` (e.g. Head.grid()) in one pass: each shuffled batch feeds all of them. Head i
-    starts, sees batches and steps exactly as train(x, y, n_classes, cfgs[i], seed) would (see _StackedAdamW)."""
+    gets train(x, y, n_classes, cfgs[i], seed)'s init, batches, schedule and AdamW arithmetic, so it is that
+    head up to float32 rounding: the heads' products, done side by side, round differently (logits within
+    ~1e-5 after 100 epochs on the digits features, the same predictions). A bit-identical formulation (one
+    small product per head, log-softmax row by row) took ~1.4x the CPU time of this one for 12 linear heads."""
     shared = {(c.epochs, c.batch_size, c.standardize, c.hidden_dim) for c in cfgs}
     if len(shared) != 1:
         raise ValueError("heads trained together share epochs, batch_size, standardize and hidden_dim")
