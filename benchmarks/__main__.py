@@ -18,7 +18,8 @@ from benchmarks import BENCHMARKS, NOT_BUILT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_TEXT = {"speedup_min": "speedup ≥ {}×", "time_per_image_ratio_max": "time/image ratio ≤ {}×",
-               "peak_rss_ratio_max": "peak RSS ratio ≤ {}×", "peak_rss_mb_max": "peak RSS ≤ {} MiB"}
+               "peak_rss_ratio_max": "peak RSS ratio ≤ {}×", "peak_rss_mb_max": "peak RSS ≤ {} MiB",
+               "sweep_to_one_head_ratio_max": "sweep / one head ≤ {}×"}
 
 
 def meets(result: dict, target: dict) -> bool:
@@ -103,6 +104,15 @@ def details(r: dict) -> list[str]:
         if g("projected_speedup_at_issue_n"):
             proj = r["projected_speedup_at_issue_n"]
             out.append(f"- projected at {proj['n']} images: ≤ {proj['speedup']:.1f}× ({proj['how']})")
+    elif name == "head_sweep":
+        out.append(f"- {r['ours']['heads']} heads together {r['ours']['seconds']:.3f} s, one after another "
+                   f"{r['baseline']['seconds']:.3f} s, one head alone {r['one_head']['seconds']:.3f} s: "
+                   f"sweep / one head {r['sweep_to_one_head_ratio']:.2f}× "
+                   f"(CPU time {r['cpu_sweep_to_one_head_ratio']:.2f}×)")
+        m = r["mlp_diagnostic"]
+        out.append(f"- mlp heads: {m['heads']} together {m['together_seconds']:.2f} s vs one after another "
+                   f"{m['one_after_another_seconds']:.2f} s ({m['speedup']:.2f}×); same predictions as alone: "
+                   f"{r['same_predictions']} (max logit difference {r['max_logit_difference']:.1e})")
     elif name == "incremental":
         out.append(f"- ours extracted {r['ours'].get('images_extracted')} and reused "
                    f"{r['ours'].get('images_reused')}; the baseline extracted "
@@ -136,6 +146,8 @@ def summary(results: Path) -> tuple[str, str]:
             measured += f", {r['fraction_of_model_only']:.0%} of model-only"
         elif r["name"] == "prepare_memory":
             measured = f"peak RSS {r['peak_rss_mb']:.0f} MiB (load-all {r['baseline']['peak_rss_mb']:.0f} MiB)"
+        elif r["name"] == "head_sweep":
+            measured += f", sweep / one head {r['sweep_to_one_head_ratio']:.2f}×"
         quick = " (quick)" if r.get("quick") else ""
         rows.append(f"| {r['name']}{quick} | {r['baseline']['seconds']:.2f} | {r['ours']['seconds']:.3f} | "
                     f"{r['speedup']:.2f}× | {measured} | {_target(r['target'])} | "

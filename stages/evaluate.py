@@ -18,7 +18,7 @@ from stages.finetune import PREDICTIONS_FILE
 from stages.paths import Layout
 from stages.scratch import INFO_FILE as SCRATCH_INFO
 from stages.tasks import select
-from stages.train_head import HEAD_FILE, REFERENCE_FILE
+from stages.train_head import HEAD_FILE, REFERENCE_FILE, SWEEP_FILE
 from stages.train_head import INFO_FILE as HEAD_INFO
 
 
@@ -127,6 +127,8 @@ def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout
     cms = {k: confusion_matrix(p[p["split"] == "test"]["y"], p[p["split"] == "test"]["pred"],
                                labels=range(len(classes))) for k, (p, _) in all_preds.items()}
     _plot(cms, classes, out_dir / "confusion.png", cfg.normalize_confusion)
+    # the head sweep's val accuracy per head, as a DVC plot beside the confusion matrix
+    write_csv(out_dir / SWEEP_FILE, pd.read_csv(layout.head(task_name) / SWEEP_FILE))
     return metrics
 
 

@@ -58,16 +58,17 @@ def fit_and_score(feats: np.ndarray, sel: Selection, head_cfg: Head, seed: int,
     """Fit each method on the selection's train split (head and reference seeded by `seed`) -> test accuracy."""
     train, val, test = (sel.split(s) for s in ("train", "val", "test"))
     x, y = feats[train["row"].to_numpy()], train["y"].to_numpy()
+    x_val, y_val = feats[val["row"].to_numpy()], val["y"].to_numpy()
     x_test, y_test = feats[test["row"].to_numpy()], test["y"].to_numpy()
     n_classes = len(sel.classes)
     preds = {}
-    if "head" in methods:
-        head, _ = heads.train(x, y, n_classes, head_cfg, seed)
+    if "head" in methods:  # the same method as train_head's: head.sweep's best on val, if there is a sweep
+        head = heads.fit_best(x, y, x_val, y_val, n_classes, head_cfg, seed).head
         preds["head"] = heads.predict(head, x_test).argmax(1)
     if "prototype" in methods:
         preds["prototype"] = predict_prototypes(fit_prototypes(x, y, n_classes), x_test).argmax(1)
     if "reference" in methods:
-        weights, _ = reference.fit(x, y, feats[val["row"].to_numpy()], val["y"].to_numpy(), seed)
+        weights, _ = reference.fit(x, y, x_val, y_val, seed)
         preds["reference"] = reference.predict(weights, x_test)
     return {m: float((preds[m] == y_test).mean()) for m in methods}
 

@@ -142,6 +142,34 @@ class Task(_Strict):
         return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
 
 
+class Sweep(_Strict):
+    """A grid of heads trained together: every kind x lr x weight_decay. An axis left out (or null) takes
+    the head section's own single value."""
+
+    kind: list[Literal["linear", "mlp"]] | None = Field(None, min_length=1)
+    lr: list[float] | None = Field(None, min_length=1)
+    weight_decay: list[float] | None = Field(None, min_length=1)
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _unique_in_range(cls, v: list[float] | None, info: Any) -> list[float] | None:
+        if v is not None:
+            if info.field_name == "lr" and min(v) <= 0:
+                raise ValueError(f"every lr must be > 0, got {min(v)}")
+            if info.field_name == "weight_decay" and min(v) < 0:
+                raise ValueError(f"every weight_decay must be >= 0, got {min(v)}")
+            if len(set(v)) != len(v):
+                raise ValueError(f"values repeat: {v}")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _unique_kinds(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"values repeat: {v}")
+        return v
+
+
 class Head(_Strict):
     kind: Literal["linear", "mlp"] = "linear"
     hidden_dim: int = Field(256, ge=1, description="width of the mlp head's hidden layer")
@@ -150,6 +178,24 @@ class Head(_Strict):
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     standardize: bool = True
+    sweep: Sweep | None = Field(None, description="train a grid of heads together and keep the best on val; "
+                                "null: the one head above")
+
+    @model_validator(mode="after")
+    def _decay_below_one(self) -> Head:
+        worst = max((h.lr * h.weight_decay, h.lr, h.weight_decay) for h in self.grid())
+        if worst[0] >= 1:
+            raise ValueError(f"lr {worst[1]} x weight_decay {worst[2]} >= 1: AdamW's decoupled decay "
+                             "(weights *= 1 - lr * weight_decay each step) would zero or flip them; lower one")
+        return self
+
+    def grid(self) -> list[Head]:
+        """The heads this section asks for, each a single-head Head (sweep None), in grid order: kind, then
+        lr, then weight decay, each in the order written."""
+        s = self.sweep or Sweep()
+        return [self.model_copy(update={"kind": k, "lr": lr, "weight_decay": wd, "sweep": None})
+                for k in s.kind or [self.kind] for lr in s.lr or [self.lr]
+                for wd in s.weight_decay or [self.weight_decay]]
 
 
 class Finetune(_Strict):

@@ -1,17 +1,25 @@
-"""Stage train_head@<task>: train a linear or MLP head on a cached feature set (the backbone never runs)."""
+"""Stage train_head@<task>: train a linear or MLP head on a cached feature set (the backbone never runs).
+
+With `head.sweep`, every head of the grid is trained together and the best on val is kept: the highest val
+accuracy, ties to the first in grid order (kind, then lr, then weight decay, as written; the reference keeps
+the first of its C grid the same way). head.json and sweep.csv record every head."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from stages import cli, heads, reference
 from stages import params as P
-from stages.atomic import write_json
+from stages.atomic import write_csv, write_json
 from stages.features import load_features
 from stages.paths import Layout
 from stages.tasks import select
 
 HEAD_FILE, INFO_FILE, REFERENCE_FILE = "head.safetensors", "head.json", "reference.safetensors"
+SWEEP_FILE = "sweep.csv"
+SWEEP_COLUMNS = ["config", "kind", "lr", "weight_decay", "val_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -25,20 +33,32 @@ def run(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: Path, out_di
     feats, index = load_features(task.features, root)
     sel = select(index, task, seed, task_name)
     train, val = sel.split("train"), sel.split("val")
-    head, stats = heads.train(feats[train["row"].to_numpy()], train["y"].to_numpy(), len(sel.classes),
-                              cfg, seed)
-    val_pred = heads.predict(head, feats[val["row"].to_numpy()]).argmax(1)
-    val_acc = float((val_pred == val["y"].to_numpy()).mean()) if len(val) else float("nan")
-    ref_weights, ref = reference.fit(feats[train["row"].to_numpy()], train["y"].to_numpy(),
-                                     feats[val["row"].to_numpy()], val["y"].to_numpy(), seed)
+    x, y = feats[train["row"].to_numpy()], train["y"].to_numpy()
+    x_val, y_val = feats[val["row"].to_numpy()], val["y"].to_numpy()
+    grid = cfg.grid()  # one head without a sweep
+    fitted = heads.fit_best(x, y, x_val, y_val, len(sel.classes), cfg, seed)
+    head, accs, best, stats = fitted.head, fitted.val_accuracy, fitted.best, fitted.stats
+    val_acc = accs[best]
+    sweep = [{"config": _label(c), "kind": c.kind, "lr": c.lr, "weight_decay": c.weight_decay,
+              "val_accuracy": round(a, 6), "final_train_loss": round(loss, 6)}
+             for c, a, loss in zip(grid, accs, stats["final_train_loss"], strict=True)]
+    ref_weights, ref = reference.fit(x, y, x_val, y_val, seed)
     info = {"task": task_name, "features": task.features, "classes": sel.classes,
-            "hyperparameters": cfg.model_dump(), "n_train": int(len(train)),
-            "val_accuracy": round(val_acc, 6), "seconds": round(stats["seconds"], 3), "reference": ref}
+            "hyperparameters": {**grid[best].model_dump(), "sweep": cfg.model_dump()["sweep"]},
+            "n_train": int(len(train)),
+            "val_accuracy": round(val_acc, 6), "seconds": round(stats["seconds"], 3),
+            "selected": sweep[best]["config"], "sweep": sweep, "reference": ref}
     out_dir.mkdir(parents=True, exist_ok=True)
     heads.save(head, out_dir / HEAD_FILE, {"classes": sel.classes})
     reference.save(ref_weights, out_dir / REFERENCE_FILE, ref)
+    write_csv(out_dir / SWEEP_FILE, pd.DataFrame(sweep)[SWEEP_COLUMNS])
     write_json(out_dir / INFO_FILE, info)
     return HeadResult(val_acc, len(train), stats["seconds"])
+
+
+def _label(c: P.Head) -> str:
+    """A head's name in the sweep (the x axis of its plot)."""
+    return f"{c.kind} lr={c.lr:g} wd={c.weight_decay:g}"
 
 
 def _main(params: P.Params, task: str) -> str:

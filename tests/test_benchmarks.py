@@ -53,6 +53,32 @@ def test_quick_run_of_every_benchmark_writes_result_json(tmp_path, monkeypatch):
         assert {"n", "seconds", "peak_rss_mb"} <= set(p) and p["seconds"] > 0 and p["peak_rss_mb"] > 0
     assert _number(scaling["time_per_image_ratio"]) and _number(scaling["peak_rss_ratio"])
 
+    _check_head_sweep(json.loads((results / "head_sweep.json").read_text()))
+
     summary = (results / "summary.md").read_text()
     for name in (*BENCHMARKS, *NOT_BUILT):
         assert name in summary
+
+
+def _check_head_sweep(r: dict) -> None:
+    assert r["ours"]["heads"] >= 12
+    for side in ("baseline", "ours", "one_head"):
+        assert _number(r[side]["seconds"]) and r[side]["seconds"] > 0 and _number(r[side]["cpu_seconds"])
+    ratio = r["ours"]["seconds"] / r["one_head"]["seconds"]
+    assert math.isclose(r["sweep_to_one_head_ratio"], ratio, rel_tol=1e-9)
+    assert r["same_predictions"] is True and r["max_logit_difference"] < 1e-3
+    assert r["mlp_diagnostic"]["heads"] >= 2 and r["mlp_diagnostic"]["same_predictions"] is True
+
+
+def test_quick_head_sweep_alone(tmp_path, monkeypatch):
+    """The head sweep's own smoke run (seconds, unlike the whole suite's)."""
+    for var in ("TQDM_DISABLE", "DVC_NO_ANALYTICS", "DO_NOT_TRACK"):
+        monkeypatch.setenv(var, "1")
+    assert main(["head_sweep", "--quick", "--results", str(tmp_path), "--workdir", str(tmp_path / "work")]) == 0
+    r = json.loads((tmp_path / "head_sweep.json").read_text())
+    assert r["name"] == "head_sweep" and r["quick"] is True
+    assert set(r["target"]) == {"speedup_min", "sweep_to_one_head_ratio_max"}
+    assert isinstance(r["meets_target"], bool)
+    assert math.isclose(r["speedup"], r["baseline"]["seconds"] / r["ours"]["seconds"], rel_tol=1e-9)
+    _check_head_sweep(r)
+    assert "head_sweep" in (tmp_path / "summary.md").read_text()

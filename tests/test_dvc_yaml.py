@@ -71,7 +71,7 @@ def expected() -> dict[str, dict]:
         results = L.results(name)
         want[f"evaluate@{name}"] = {
             "outs": {rel(results / f) for f in ("metrics.json", "confusion.csv", "confusion.png",
-                                                "efficiency.csv", "efficiency.png")},
+                                                "efficiency.csv", "efficiency.png", "sweep.csv")},
             "metrics": {rel(results / "metrics.json")},
             "deps": {feats, rel(L.head(name)), rel(L.finetune(name)), rel(L.scratch(name))},
             "params": {f"tasks.{name}", "evaluate", "head"}}

@@ -90,3 +90,87 @@ def test_feature_constant_in_training_is_not_amplified():
     probe[:, 0] = 0.5  # alive in an unseen image
     assert np.abs(heads.predict(head, probe) - base).max() < 10
     assert head.folded()[0].weight.abs().max() < 1e3
+
+
+# ---- the sweep: many heads trained together -----------------------------------------------------------------
+
+SWEEP = Head(kind="linear", hidden_dim=16, epochs=8, batch_size=16,
+             sweep={"kind": ["linear", "mlp"], "lr": [0.003, 0.03], "weight_decay": [0.0, 0.5]})
+
+
+def test_grid_order_and_single_head():
+    grid = SWEEP.grid()
+    assert [(c.kind, c.lr, c.weight_decay) for c in grid] == [
+        (k, lr, wd) for k in ("linear", "mlp") for lr in (0.003, 0.03) for wd in (0.0, 0.5)]
+    assert all(c.sweep is None and c.epochs == 8 and c.hidden_dim == 16 for c in grid)
+    partial = Head(lr=0.02, weight_decay=0.1, sweep={"lr": [0.1, 0.2]})  # left-out axes: the single values
+    assert [(c.kind, c.lr, c.weight_decay) for c in partial.grid()] == [("linear", 0.1, 0.1), ("linear", 0.2, 0.1)]
+    assert Head(lr=0.02).grid() == [Head(lr=0.02)]
+
+
+@pytest.mark.parametrize("bad, key", [({"lr": [0.1, 0.1]}, "repeat"), ({"lr": []}, "at least 1"),
+                                      ({"lr": [0.0]}, "> 0"), ({"weight_decay": [-1.0]}, ">= 0"),
+                                      ({"kind": ["cnn"]}, "cnn"), ({"lr": [0.2], "weight_decay": [5.0]}, ">= 1")])
+def test_bad_sweeps_are_rejected(bad, key):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=key):
+        Head(sweep=bad)
+
+
+def test_each_head_of_a_sweep_equals_that_head_trained_alone():
+    x, y = _blobs(40)
+    grid = SWEEP.grid()
+    together, stats = heads.train_sweep(x, y, 4, grid, seed=0)
+    assert len(together) == len(grid) == len(stats["final_train_loss"])
+    logits = [heads.predict(h, x) for h in together]
+    for cfg, head, got in zip(grid, together, logits, strict=True):
+        alone, alone_stats = heads.train(x, y, 4, cfg, seed=0)
+        assert head.config == alone.config
+        want = heads.predict(alone, x)
+        # the same function up to float32 rounding (the batched products round differently; see heads.py)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        assert np.array_equal(got.argmax(1), want.argmax(1)), (cfg.kind, cfg.lr, cfg.weight_decay)
+        for k, v in alone.state_dict().items():
+            torch.testing.assert_close(head.state_dict()[k], v, rtol=1e-4, atol=1e-5)
+    # ...and the heads really differ from one another: lr and weight decay reached each head
+    assert len({np.round(g, 3).tobytes() for g in logits}) == len(grid)
+
+
+def test_sweep_is_seeded_and_shares_one_standardisation():
+    x, y = _blobs(20)
+    grid = SWEEP.grid()
+    a, _ = heads.train_sweep(x, y, 4, grid, seed=0)
+    b, _ = heads.train_sweep(x, y, 4, grid, seed=0)
+    c, _ = heads.train_sweep(x, y, 4, grid, seed=1)
+    for ha, hb, hc in zip(a, b, c, strict=True):
+        assert np.array_equal(heads.predict(ha, x), heads.predict(hb, x))
+        assert not np.array_equal(heads.predict(ha, x), heads.predict(hc, x))
+        assert torch.equal(ha.mean, a[0].mean) and torch.equal(ha.std, a[0].std)  # fitted on train once
+    np.testing.assert_allclose(a[0].std.numpy(), x.astype(np.float32).std(0, ddof=1), rtol=1e-3)
+
+
+def test_sweep_heads_are_feature_heads(tmp_path):
+    """What LP-FT and evaluate use: save/load and the folded form work for a head trained in a sweep."""
+    x, y = _blobs(20)
+    for head in heads.train_sweep(x, y, 4, SWEEP.grid(), seed=0)[0][::3]:
+        heads.save(head, tmp_path / "h.safetensors", {"classes": list("abcd")})
+        loaded = heads.load(tmp_path / "h.safetensors")
+        assert np.array_equal(heads.predict(loaded, x), heads.predict(head, x))
+        xt = torch.as_tensor(x.astype(np.float32))
+        with torch.no_grad():
+            assert torch.allclose(head.folded()(xt), head(xt), rtol=1e-4, atol=1e-3)
+
+
+def test_sweep_needs_one_epochs_and_batch_size():
+    x, y = _blobs(5)
+    with pytest.raises(ValueError, match="share"):
+        heads.train_sweep(x, y, 4, [Head(epochs=1), Head(epochs=2)], seed=0)
+
+
+def test_training_restores_the_thread_count():
+    x, y = _blobs(5)
+    before = torch.get_num_threads()
+    heads.train_sweep(x, y, 4, SWEEP.grid()[:2], seed=0)
+    heads.train(x, y, 4, Head(epochs=1), seed=0)
+    assert torch.get_num_threads() == before

@@ -1,0 +1,92 @@
+"""train_head with a sweep, over a tiny real project (prepare -> backbone -> features): the best head on val is
+kept, the whole sweep is recorded, evaluate publishes it, and the single-head path is the one it always was."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from stages import backbone, evaluate, features, finetune, heads, prepare, train_head
+from stages.params import Backbone, Dataset, Evaluate, FeatureSet, Finetune, Head, Task
+from stages.paths import Layout
+from stages.tasks import select
+
+from .conftest import subset_imagefolder
+
+TASK = Task(features="f", classes=[0, 1, 2, 3])
+# a grid whose heads reach different val accuracies: tiny lr barely moves from the random init
+SWEEP = Head(epochs=15, batch_size=8, sweep={"lr": [1e-5, 0.003, 0.03], "weight_decay": [0.0, 1.0]})
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory, digits_root) -> Layout:
+    tmp = tmp_path_factory.mktemp("headproj")
+    root = subset_imagefolder(digits_root, tmp / "raw", [0, 1, 2, 3], 15)
+    layout = Layout(tmp)
+    prepare.run(Dataset(source="imagefolder", root=str(root), val_fraction=0.3, test_fraction=0.2),
+                layout.prepared("d"), seed=0)
+    backbone.run("bb", Backbone(arch="resnet18", weights="none", image_size=24), layout.backbone("bb"), seed=0)
+    features.run("f", FeatureSet(dataset="d", backbone="bb"), pd.read_parquet(layout.manifest("d")),
+                 layout.backbone("bb"), layout.features("f"), torch.device("cpu"))
+    return layout
+
+
+def _split(layout: Layout, name: str):
+    feats, index = features.load_features("f", layout.root)
+    sel = select(index, TASK, 0, "t")
+    rows = sel.split(name)
+    return feats[rows["row"].to_numpy()], rows["y"].to_numpy()
+
+
+def test_sweep_keeps_the_first_best_head_on_val_and_records_all(layout):
+    res = train_head.run("t", TASK, SWEEP, 0, layout.root, layout.head("t"))
+    info = json.loads((layout.head("t") / train_head.INFO_FILE).read_text())
+    grid = SWEEP.grid()
+    sweep = pd.read_csv(layout.head("t") / train_head.SWEEP_FILE)
+    assert list(sweep.columns) == train_head.SWEEP_COLUMNS
+    assert [(r["kind"], r["lr"], r["weight_decay"]) for r in info["sweep"]] == [
+        (c.kind, c.lr, c.weight_decay) for c in grid]
+    assert sweep["val_accuracy"].tolist() == [r["val_accuracy"] for r in info["sweep"]]
+    accs = sweep["val_accuracy"].to_numpy()
+    assert accs.max() > accs.min()  # the choice matters here
+    best = int(np.flatnonzero(accs == accs.max())[0])  # ties: the first in grid order
+    assert info["selected"] == sweep["config"][best]
+    assert info["val_accuracy"] == res.val_accuracy == pytest.approx(accs.max(), abs=1e-6)
+    chosen = info["hyperparameters"]
+    assert (chosen["lr"], chosen["weight_decay"]) == (grid[best].lr, grid[best].weight_decay)
+    assert chosen["sweep"]["lr"] == [1e-5, 0.003, 0.03]
+
+    # the saved head is that config trained alone (up to float32 rounding), and scores as recorded on val
+    x, y = _split(layout, "train")
+    x_val, y_val = _split(layout, "val")
+    saved = heads.load(layout.head("t") / train_head.HEAD_FILE)
+    alone, _ = heads.train(x, y, 4, grid[best], seed=0)
+    np.testing.assert_allclose(heads.predict(saved, x_val), heads.predict(alone, x_val), rtol=1e-4, atol=1e-4)
+    for row, cfg in zip(info["sweep"], grid, strict=True):
+        h, _ = heads.train(x, y, 4, cfg, seed=0)
+        assert (heads.predict(h, x_val).argmax(1) == y_val).mean() == pytest.approx(row["val_accuracy"], abs=1e-6)
+
+
+def test_evaluate_publishes_the_sweep(layout):
+    train_head.run("t", TASK, SWEEP, 0, layout.root, layout.head("t"))
+    finetune.run("t", TASK, Finetune(), 0, layout, torch.device("cpu"))  # finetune: none, recorded only
+    evaluate.run("t", TASK, Evaluate(), 0, layout)
+    published = pd.read_csv(layout.results("t") / train_head.SWEEP_FILE)
+    pd.testing.assert_frame_equal(published, pd.read_csv(layout.head("t") / train_head.SWEEP_FILE))
+    assert len(published) == len(SWEEP.grid())
+
+
+def test_single_head_path_is_heads_train(layout):
+    single = SWEEP.model_copy(update={"sweep": None, "lr": 0.01})
+    train_head.run("one", TASK, single, 0, layout.root, layout.head("one"))
+    info = json.loads((layout.head("one") / train_head.INFO_FILE).read_text())
+    assert info["hyperparameters"] == single.model_dump()
+    assert [r["config"] for r in info["sweep"]] == [info["selected"]] == ["linear lr=0.01 wd=0.0001"]
+    x, y = _split(layout, "train")
+    alone, _ = heads.train(x, y, 4, single, seed=0)
+    saved = heads.load(layout.head("one") / train_head.HEAD_FILE)
+    for k, v in alone.state_dict().items():
+        assert torch.equal(saved.state_dict()[k], v), k  # bit for bit: no sweep machinery involved
