@@ -149,13 +149,15 @@ class Sweep(_Strict):
     kind: list[Literal["linear", "mlp"]] | None = Field(None, min_length=1)
     lr: list[float] | None = Field(None, min_length=1)
     weight_decay: list[float] | None = Field(None, min_length=1)
+    C: list[float] | None = Field(None, min_length=1, description="optimizer lbfgs: the inverse regularisation "
+                                  "strengths to sweep (scikit-learn's C)")
 
-    @field_validator("lr", "weight_decay")
+    @field_validator("lr", "weight_decay", "C")
     @classmethod
     def _unique_in_range(cls, v: list[float] | None, info: Any) -> list[float] | None:
         if v is not None:
-            if info.field_name == "lr" and min(v) <= 0:
-                raise ValueError(f"every lr must be > 0, got {min(v)}")
+            if info.field_name in ("lr", "C") and min(v) <= 0:
+                raise ValueError(f"every {info.field_name} must be > 0, got {min(v)}")
             if info.field_name == "weight_decay" and min(v) < 0:
                 raise ValueError(f"every weight_decay must be >= 0, got {min(v)}")
             if len(set(v)) != len(v):
@@ -178,11 +180,25 @@ class Head(_Strict):
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     standardize: bool = True
+    optimizer: Literal["adamw", "lbfgs"] = Field(
+        "adamw", description="adamw: mini-batch AdamW + warmup-cosine for `epochs` (lr, weight_decay; linear or "
+        "mlp); lbfgs: full-batch L-BFGS to convergence on the L2-regularised cross-entropy, strength `C` as in "
+        "scikit-learn (the linear-probe protocol of Kornblith et al. 2019; linear heads only)")
+    C: float = Field(1.0, gt=0, description="optimizer lbfgs: inverse regularisation strength")
     sweep: Sweep | None = Field(None, description="train a grid of heads together and keep the best on val; "
                                 "null: the one head above")
 
     @model_validator(mode="after")
     def _decay_below_one(self) -> Head:
+        s = self.sweep or Sweep()
+        if self.optimizer == "lbfgs":
+            if "mlp" in (s.kind or [self.kind]):
+                raise ValueError("optimizer lbfgs trains linear heads only; set kind: linear (and sweep.kind)")
+            if s.lr or s.weight_decay:
+                raise ValueError("optimizer lbfgs sweeps C, not lr or weight_decay; use sweep.C")
+            return self
+        if s.C:
+            raise ValueError("sweep.C is for optimizer lbfgs; optimizer adamw sweeps lr and weight_decay")
         worst = max((h.lr * h.weight_decay, h.lr, h.weight_decay) for h in self.grid())
         if worst[0] >= 1:
             raise ValueError(f"lr {worst[1]} x weight_decay {worst[2]} >= 1: AdamW's decoupled decay "
@@ -193,6 +209,8 @@ class Head(_Strict):
         """The heads this section asks for, each a single-head Head (sweep None), in grid order: kind, then
         lr, then weight decay, each in the order written."""
         s = self.sweep or Sweep()
+        if self.optimizer == "lbfgs":  # C in the order written
+            return [self.model_copy(update={"C": c, "sweep": None}) for c in s.C or [self.C]]
         return [self.model_copy(update={"kind": k, "lr": lr, "weight_decay": wd, "sweep": None})
                 for k in s.kind or [self.kind] for lr in s.lr or [self.lr]
                 for wd in s.weight_decay or [self.weight_decay]]

@@ -19,7 +19,7 @@ from stages.tasks import select
 
 HEAD_FILE, INFO_FILE, REFERENCE_FILE = "head.safetensors", "head.json", "reference.safetensors"
 SWEEP_FILE = "sweep.csv"
-SWEEP_COLUMNS = ["config", "kind", "lr", "weight_decay", "val_accuracy"]
+SWEEP_COLUMNS = ["config", "kind", "optimizer", "lr", "weight_decay", "C", "val_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ def run(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: Path, out_di
     fitted = heads.fit_best(x, y, x_val, y_val, len(sel.classes), cfg, seed)
     head, accs, best, stats = fitted.head, fitted.val_accuracy, fitted.best, fitted.stats
     val_acc = accs[best]
-    sweep = [{"config": _label(c), "kind": c.kind, "lr": c.lr, "weight_decay": c.weight_decay,
+    sweep = [{"config": _label(c), "kind": c.kind, "optimizer": c.optimizer, "lr": c.lr,
+              "weight_decay": c.weight_decay, "C": c.C,
               "val_accuracy": round(a, 6), "final_train_loss": round(loss, 6)}
              for c, a, loss in zip(grid, accs, stats["final_train_loss"], strict=True)]
     ref_weights, ref = reference.fit(x, y, x_val, y_val, seed)
@@ -58,6 +59,8 @@ def run(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: Path, out_di
 
 def _label(c: P.Head) -> str:
     """A head's name in the sweep (the x axis of its plot)."""
+    if c.optimizer == "lbfgs":
+        return f"{c.kind} lbfgs C={c.C:g}"
     return f"{c.kind} lr={c.lr:g} wd={c.weight_decay:g}"
 
 

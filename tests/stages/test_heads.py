@@ -174,3 +174,64 @@ def test_training_restores_the_thread_count():
     heads.train_sweep(x, y, 4, SWEEP.grid()[:2], seed=0)
     heads.train(x, y, 4, Head(epochs=1), seed=0)
     assert torch.get_num_threads() == before
+
+
+# --- optimizer lbfgs: the linear-probe protocol, checked against scikit-learn -------------------------------
+
+
+def _overlapping(n_per_class: int, n_classes: int, seed: int = 0):
+    """Blobs that overlap (not separable), so the regularised optimum is finite and C matters: fixed centers
+    and scales, the points drawn by `seed` (another seed: held-out points of the same classes)."""
+    fixed = np.random.default_rng(0)
+    centers, scale = fixed.normal(0, 0.6, size=(n_classes, 24)), fixed.uniform(0.5, 5, size=24)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    x = centers[y] + np.random.default_rng(seed + 1).normal(0, 1, size=(len(y), 24))
+    return (x * scale + 3).astype(np.float16), y
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+@pytest.mark.parametrize("c", [0.01, 1.0])
+def test_lbfgs_head_is_scikit_learns_logistic_regression(n_classes, c):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _overlapping(80, n_classes)
+    xt, yt = _overlapping(40, n_classes, seed=1)
+    head, stats = heads.train_lbfgs(x, y, n_classes, Head(optimizer="lbfgs", C=c))
+    scaler = StandardScaler().fit(x.astype(np.float64))
+    ref = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(scaler.transform(x.astype(np.float64)), y)
+    ours = heads.predict(head, xt)
+    theirs = ref.decision_function(scaler.transform(xt.astype(np.float64)))
+    # the same optimum: the same predictions, and the same decision function (up to the softmax's free shift)
+    assert (ours.argmax(1) == (theirs > 0 if n_classes == 2 else theirs.argmax(1))).all()
+    margin = ours[:, 1] - ours[:, 0] if n_classes == 2 else ours - ours.mean(1, keepdims=True)
+    expected = theirs if n_classes == 2 else theirs - theirs.mean(1, keepdims=True)
+    np.testing.assert_allclose(margin, expected, atol=2e-3 * max(1.0, np.abs(expected).max()))
+    assert 0 < stats["final_train_loss"] < np.log(n_classes)
+    assert (heads.predict(head, xt).argmax(1) == yt).mean() > 1 / n_classes
+
+
+def test_lbfgs_sweep_keeps_the_first_best_c_on_val():
+    x, y = _overlapping(60, 3)
+    xv, yv = _overlapping(30, 3, seed=2)
+    cfg = Head(optimizer="lbfgs", sweep={"C": [1e-4, 0.1, 10.0]})
+    fitted = heads.fit_best(x, y, xv, yv, 3, cfg, seed=0)
+    assert [c.C for c in cfg.grid()] == [1e-4, 0.1, 10.0]
+    assert len(fitted.heads) == 3 and fitted.val_accuracy[fitted.best] == max(fitted.val_accuracy)
+    assert fitted.best == fitted.val_accuracy.index(max(fitted.val_accuracy))
+    # C = 1e-4 shrinks the weights to almost nothing: far smaller than C = 10's
+    w = [h.net[0].weight.abs().sum().item() for h in fitted.heads]
+    assert w[0] < w[1] < w[2]
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"optimizer": "lbfgs", "kind": "mlp"}, "linear heads only"),
+    ({"optimizer": "lbfgs", "sweep": {"lr": [0.1, 0.2]}}, "sweeps C"),
+    ({"optimizer": "adamw", "sweep": {"C": [1.0]}}, "sweep.C is for optimizer lbfgs"),
+    ({"optimizer": "lbfgs", "sweep": {"C": [0.0]}}, "every C must be > 0"),
+])
+def test_lbfgs_settings_are_checked(section, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        Head(**section)
