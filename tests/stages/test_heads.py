@@ -202,11 +202,12 @@ def test_lbfgs_head_is_scikit_learns_logistic_regression(n_classes, c):
     ref = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(scaler.transform(x.astype(np.float64)), y)
     ours = heads.predict(head, xt)
     theirs = ref.decision_function(scaler.transform(xt.astype(np.float64)))
-    # the same optimum: the same predictions, and the same decision function (up to the softmax's free shift)
+    # the same optimum (ours stops at tol 1e-4, as sklearn by default): the same predictions and decision
+    # function (up to the softmax's free shift)
     assert (ours.argmax(1) == (theirs > 0 if n_classes == 2 else theirs.argmax(1))).all()
     margin = ours[:, 1] - ours[:, 0] if n_classes == 2 else ours - ours.mean(1, keepdims=True)
     expected = theirs if n_classes == 2 else theirs - theirs.mean(1, keepdims=True)
-    np.testing.assert_allclose(margin, expected, atol=2e-3 * max(1.0, np.abs(expected).max()))
+    np.testing.assert_allclose(margin, expected, atol=1e-2 * max(1.0, np.abs(expected).max()))
     assert 0 < stats["final_train_loss"] < np.log(n_classes)
     assert (heads.predict(head, xt).argmax(1) == yt).mean() > 1 / n_classes
 
