@@ -1,6 +1,6 @@
 """The DVC stage graph as a Prefect flow: each stale stage a task with retries, in graph order; results published.
 
-    python -m flows.pipeline [--targets STAGE ...] [--repo PATH]
+    python -m flows.pipeline [--targets STAGE ...] [--repo PATH] [--pools [--sync]]
 
 Runs against PREFECT_API_URL when set, else on a temporary local (ephemeral) Prefect server.
 """
@@ -75,7 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", nargs="+", metavar="STAGE", help="stages to reproduce, with everything they "
                         "depend on (as `dvc repro STAGE ...`); default: every stage")
     parser.add_argument("--repo", default=".", help="the DVC repository (default: the current directory)")
+    parser.add_argument("--pools", action="store_true", help="send GPU stages to work pool gpu and the rest to "
+                        "pool cpu (flows.pools; needs a Prefect server and workers)")
+    parser.add_argument("--sync", action="store_true", help="with --pools: workers have a checkout each and "
+                        "exchange results through the DVC remote (see flows/pools.py)")
     args = parser.parse_args(argv)
+    if args.pools:
+        from flows import pools
+
+        raise SystemExit(pools.run_cli(args))
     state = pipeline(targets=args.targets, repo=args.repo, return_state=True)
     raise SystemExit(0 if state.is_completed() else 1)
 

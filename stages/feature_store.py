@@ -298,8 +298,8 @@ class ChunkStore:
         return write_chunk(self.dir / f"chunk-{self.next_number():08d}.bin", ids, rows)
 
     def import_sets(self, set_dirs: Iterable[Path], wanted: np.ndarray) -> dict[str, int]:
-        """Copy into the store the rows of wanted images that finished feature sets under this same key hold
-        (e.g. sets a `dvc pull` brought from another machine, whose store this one lacks): set name -> rows."""
+        """Copy into the store the rows of wanted images that finished feature sets of this same key hold, e.g.
+        sets a `dvc pull` brought from a machine whose store this one lacks. -> set name: rows imported."""
         imported, missing = {}, np.unique(wanted)
         for set_dir in set_dirs:
             meta_file = Path(set_dir) / META

@@ -148,7 +148,8 @@ def _assemble(out_dir: Path, index: feature_store.StoreIndex, ids: np.ndarray) -
 
 
 def run(name: str, fs: P.FeatureSet, manifest: pd.DataFrame, backbone_dir: Path, out_dir: Path,
-        device: torch.device | str, store: Path | str | None = None, chunk_rows: int = CHUNK_ROWS) -> FeaturesResult:
+        device: torch.device | str, store: Path | str | None = None,
+        chunk_rows: int = CHUNK_ROWS) -> FeaturesResult:
     """Extract the images the per-image store lacks under this key, then assemble out_dir from the store.
     device: a torch.device, or a params spec (auto, cuda, ...) resolved where the work runs (the Dask workers
     for executor dask). store: the store's root folder; default feature_store.store_root(fs.store)."""
@@ -199,9 +200,9 @@ def _run(name: str, fs: P.FeatureSet, manifest: pd.DataFrame, backbone_dir: Path
         index = cache.index(ids)
         found = index.locate(ids)[0] >= 0
         imported = {}
-        if not found.all():  # sets pulled from a DVC remote hold rows this machine's store lacks
-            siblings = sorted(p for p in Path(out_dir).parent.glob("*") if p.name != Path(out_dir).name)
-            if imported := cache.import_sets(siblings, ids[~found]):
+        if fs.import_from and not found.all():  # sets pulled from a DVC remote: rows this store lacks
+            others = [Path(out_dir).parent / other for other in fs.import_from]
+            if imported := cache.import_sets(others, ids[~found]):
                 index = cache.index(ids)
                 found = index.locate(ids)[0] >= 0
         todo, rate = _to_extract(ids, found), None
