@@ -10,7 +10,7 @@ the two pools run the `stages` flow below.
 
 - One shared checkout (a shared filesystem): without --sync, workers run `dvc repro --single-item` in it.
 - A checkout per machine (--sync): each worker runs in its own checkout (TRANSFERLAB_REPO, at the same commit)
-  and the DVC remote carries the results: `dvc pull --run-cache`, `dvc repro STAGE` (upstream stages another
+  and the DVC remote carries the results: `dvc fetch --run-cache`, `dvc repro STAGE` (upstream stages another
   pool ran come back from the run-cache instead of running), `dvc push --run-cache`.
 """
 from __future__ import annotations
@@ -72,7 +72,8 @@ def run_stages(stages: list[str], repo: str | None = None, sync: bool = False) -
     root = Path(repo or os.environ.get(REPO_ENV) or ".").resolve()
     logger, ran = get_run_logger(), []
     if sync:
-        logger.info("%s", dvc_cli.run(root, "pull", "--run-cache", "--allow-missing").strip())
+        # fetch, not pull: outputs of stages this checkout has not run yet come from the run-cache at repro
+        logger.info("%s", dvc_cli.run(root, "fetch", "--run-cache").strip())
     for stage in stages:
         output = dvc_cli.run(root, "repro", stage) if sync else dvc_cli.run(root, "repro", "--single-item", stage)
         logger.info("%s", output.strip())

@@ -74,6 +74,7 @@ class Executor:
                                 "in params.yaml to one they all have, or give every worker the same hardware")
         (device_name, self.compute_dtype), = kinds
         self.client, self.device = client, torch.device(device_name)
+        self.scheduler = client.scheduler.address
 
     def extract(self, job: features.ExtractJob) -> list[feature_store.Chunk]:
         run = f"{job.cache.next_number():08d}-{uuid.uuid4().hex[:8]}"

@@ -216,7 +216,8 @@ def _run(name: str, fs: P.FeatureSet, manifest: pd.DataFrame, backbone_dir: Path
         shards = _assemble(out_dir, index, ids)
         meta = {"featureset": name, "dataset": fs.dataset, "backbone": fs.backbone, "key": key,
                 "key_hash": feature_store.key_hash(key), "dim": info.feature_dim, "dtype": "float16",
-                "store": str(cache.dir), "executor": fs.executor, "extracted": int(len(todo)),
+                "store": str(cache.dir), "executor": fs.executor,
+                "scheduler": getattr(executor, "scheduler", None), "extracted": int(len(todo)),
                 "reused": int(found.sum()), "imported": imported,
                 "seconds": round(time.perf_counter() - start, 3), "images_per_second": rate}
         feature_store.write(out_dir, manifest[["image_id", "label", "split", "sha256"]].reset_index(drop=True),
