@@ -10,8 +10,8 @@ the two pools run the `stages` flow below.
 
 - One shared checkout (a shared filesystem): without --sync, workers run `dvc repro --single-item` in it.
 - A checkout per machine (--sync): each worker runs in its own checkout (TRANSFERLAB_REPO, at the same commit)
-  and the DVC remote carries the results: `dvc fetch --run-cache`, `dvc repro STAGE` (upstream stages another
-  pool ran come back from the run-cache instead of running), `dvc push --run-cache`.
+  and the DVC remote carries the results: `dvc repro --pull STAGE` (upstream stages another pool ran come back
+  from the remote's run-cache instead of running), then `dvc push --run-cache`.
 """
 from __future__ import annotations
 
@@ -71,11 +71,11 @@ def run_stages(stages: list[str], repo: str | None = None, sync: bool = False) -
     directory); with sync, through the DVC remote. Returns the stages whose command ran here."""
     root = Path(repo or os.environ.get(REPO_ENV) or ".").resolve()
     logger, ran = get_run_logger(), []
-    if sync:
-        # fetch, not pull: outputs of stages this checkout has not run yet come from the run-cache at repro
-        logger.info("%s", dvc_cli.run(root, "fetch", "--run-cache").strip())
     for stage in stages:
-        output = dvc_cli.run(root, "repro", stage) if sync else dvc_cli.run(root, "repro", "--single-item", stage)
+        # --pull: the remote's run-cache and the outputs of every upstream stage found in it, which then does
+        # not run here; without sync the workspace is shared and holds the upstream outputs already
+        output = dvc_cli.run(root, "repro", "--pull", stage) if sync else \
+            dvc_cli.run(root, "repro", "--single-item", stage)
         logger.info("%s", output.strip())
         ran += [s for s in _RUNNING.findall(output) if s not in ran]
     if sync:

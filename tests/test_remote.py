@@ -98,9 +98,9 @@ def test_the_shared_run_cache_restores_stages_without_dvc_lock(pushed, tmp_path)
     run("git", "clone", "-q", str(a), str(c), cwd=tmp_path, store=store_c)
     run("git", "checkout", "-q", "HEAD~1", cwd=c, store=store_c)
     assert not (c / "dvc.lock").exists()
-    run("dvc", "fetch", "--run-cache", cwd=c, store=store_c)  # `pull` would also check out what dvc.lock lists
 
-    out = run("dvc", "repro", cwd=c, store=store_c)
+    # --pull: the run-cache, and the outputs of each stage found in it (`dvc pull` alone knows no outputs here)
+    out = run("dvc", "repro", "--pull", cwd=c, store=store_c)
 
     assert "features@digits-random" not in RUNNING.findall(out)
     assert "Stage 'features@digits-random' is cached - skipping run, checking out outputs" in out

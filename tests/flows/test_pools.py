@@ -93,6 +93,15 @@ def test_stages_run_on_gpu_and_cpu_pools_through_a_dvc_remote(server, tmp_path):
     assert sent["gpu"] == ["features@digits-random", "finetune@fewshot"]
     assert {"validate", "prepare@digits", "train_head@fewshot", "finetune@parity", "report"} <= set(sent["cpu"])
 
+    ran = {pool: set() for pool in workers}  # each run_stages flow logs "ran in <checkout>: <stages>"
+    for pool in workers:
+        for line in (tmp_path / f"worker-{pool}.log").read_text().splitlines():
+            if " - ran in " in line:
+                ran[pool] |= set(line.rpartition(": ")[2].split(", "))
+    # validate's output is not cached (no run-cache entry): it runs wherever a stage below it is reproduced.
+    assert ran["gpu"] == {"validate", "features@digits-random", "finetune@fewshot"}, logs
+    assert not ran["cpu"] & {"features@digits-random", "finetune@fewshot"} and "train_head@fewshot" in ran["cpu"]
+
     # The backbone ran on the gpu machine only; the cpu machine got the feature set from the remote's run-cache.
     assert list((tmp_path / "gpu").glob("*/chunk-*.bin")) and not list((tmp_path / "cpu").glob("*/chunk-*.bin"))
     meta = json.loads((cpu_repo / "data" / "features" / "digits-random" / "meta.json").read_text())
