@@ -86,7 +86,7 @@ def test_stages_run_on_gpu_and_cpu_pools_through_a_dvc_remote(server, tmp_path):
     assert driver.returncode == 0, driver.stdout[-4000:] + driver.stderr[-4000:] + logs
 
     sent = {"gpu": [], "cpu": []}
-    for run in reversed(flow_runs(server["PREFECT_API_URL"])):
+    for run in sorted(flow_runs(server["PREFECT_API_URL"]), key=lambda run: run.created):
         if run.deployment_id in (gpu.id, cpu.id):
             assert run.state.is_completed(), run.state
             sent["gpu" if run.deployment_id == gpu.id else "cpu"] += run.parameters["stages"]
