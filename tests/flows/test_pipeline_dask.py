@@ -1,5 +1,5 @@
-"""The pipeline flow on prefect-dask's DaskTaskRunner: the stage tasks run on a Dask cluster, and a feature set with
-executor: dask shards its extraction onto that same cluster (its address reaches the stage through DVC)."""
+"""The pipeline flow on prefect-dask's DaskTaskRunner: the stage tasks run on a Dask cluster, and a feature set
+with executor: dask shards its extraction onto that same cluster (its address reaches the stage through DVC)."""
 from __future__ import annotations
 
 import copy
