@@ -25,10 +25,12 @@ def executable() -> str:
     return str(beside) if beside.is_file() else shutil.which("dvc") or "dvc"
 
 
-def run(repo: Path, *args: str) -> str:
-    """`dvc --wait-for-lock ARGS` in repo, holding the workspace lock -> stdout. Failure raises PipelineError."""
+def run(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """`dvc --wait-for-lock ARGS` in repo, holding the workspace lock -> stdout. Failure raises PipelineError.
+    env: variables to add for DVC and the stage commands it runs."""
     # Stage commands say `python`: make that this interpreter, as `make run` does by putting the venv on PATH.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, **(env or {}),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with _workspace_lock(repo):
         proc = subprocess.run([executable(), "--wait-for-lock", *args], cwd=repo, env=env, capture_output=True,
                               text=True)
@@ -78,9 +80,9 @@ def stale(repo: Path, upstream: dict[str, set[str]]) -> list[str]:
     return [stage for stage in order if stage in chosen]
 
 
-def reproduce(repo: Path, stage: str) -> tuple[bool, str]:
+def reproduce(repo: Path, stage: str, env: dict[str, str] | None = None) -> tuple[bool, str]:
     """`dvc repro --single-item STAGE` -> (whether DVC ran it, rather than find it up to date; DVC's output)."""
-    output = run(repo, "repro", "--single-item", stage)
+    output = run(repo, "repro", "--single-item", stage, env=env)
     return f"Stage '{stage}' didn't change, skipping" not in output, output
 
 

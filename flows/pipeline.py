@@ -1,6 +1,6 @@
 """The DVC stage graph as a Prefect flow: each stale stage a task with retries, in graph order; results published.
 
-    python -m flows.pipeline [--targets STAGE ...] [--repo PATH]
+    python -m flows.pipeline [--targets STAGE ...] [--repo PATH] [--dask ADDRESS | local:N] [--pools [--sync]]
 
 Runs against PREFECT_API_URL when set, else on a temporary local (ephemeral) Prefect server.
 """
@@ -27,10 +27,44 @@ from stages.paths import Layout
       retry_jitter_factor=0.5, cache_policy=NO_CACHE)
 def reproduce(stage: str, repo: Path) -> State | None:
     """`dvc repro --single-item STAGE`: DVC runs the stage's command unless the stage is up to date."""
-    ran, output = dvc_cli.reproduce(repo, stage)
+    worker = _dask_worker()
+    if worker is None:
+        ran, output = dvc_cli.reproduce(repo, stage)
+    else:  # under prefect-dask's DaskTaskRunner (--dask): feature sets with executor: dask shard onto this cluster
+        from distributed import rejoin, secede
+
+        secede()  # give this worker's thread to the shards while DVC runs the stage
+        try:
+            ran, output = dvc_cli.reproduce(repo, stage, env={"DASK_SCHEDULER_ADDRESS": worker.scheduler.address})
+        finally:
+            rejoin()
     get_run_logger().info("%s", output.strip())
     # A stage below a changed one is often unchanged itself: say so in the run's states.
     return None if ran else Completed(name="Up to date", message="DVC found the stage up to date: nothing ran")
+
+
+def _dask_worker():
+    """The Dask worker running this task (the flow runs on prefect-dask's DaskTaskRunner), else None."""
+    try:
+        from distributed import get_worker
+    except ImportError:
+        return None
+    try:
+        return get_worker()
+    except ValueError:  # not in a Dask task
+        return None
+
+
+def dask_runner(spec: str):
+    """prefect-dask's task runner: on the scheduler at `spec`, or `local:N`, a local cluster of N processes."""
+    from prefect_dask import DaskTaskRunner
+
+    if spec.startswith("local"):
+        workers = int(spec.partition(":")[2] or 2)
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                              cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None})
+    return DaskTaskRunner(address=spec)
 
 
 @task(cache_policy=NO_CACHE)
@@ -75,8 +109,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", nargs="+", metavar="STAGE", help="stages to reproduce, with everything they "
                         "depend on (as `dvc repro STAGE ...`); default: every stage")
     parser.add_argument("--repo", default=".", help="the DVC repository (default: the current directory)")
+    parser.add_argument("--dask", metavar="ADDRESS", help="run the stage tasks on a Dask cluster (prefect-dask): "
+                        "a scheduler's address, or local:N for N local worker processes; feature sets with "
+                        "executor: dask shard their extraction onto the same cluster")
+    parser.add_argument("--pools", action="store_true", help="send GPU stages to work pool gpu and the rest to "
+                        "pool cpu (flows.pools; needs a Prefect server and workers)")
+    parser.add_argument("--sync", action="store_true", help="with --pools: workers have a checkout each and "
+                        "exchange results through the DVC remote (see flows/pools.py)")
     args = parser.parse_args(argv)
-    state = pipeline(targets=args.targets, repo=args.repo, return_state=True)
+    if args.pools:
+        from flows import pools
+
+        raise SystemExit(pools.run_cli(args))
+    flow_ = pipeline.with_options(task_runner=dask_runner(args.dask)) if args.dask else pipeline
+    state = flow_(targets=args.targets, repo=args.repo, return_state=True)
     raise SystemExit(0 if state.is_completed() else 1)
 
 

@@ -289,8 +289,47 @@ class ChunkStore:
                     self.discard(chunk.path, "checksum mismatch (corrupted)")
                     chunks.remove(chunk)
 
+    def next_number(self) -> int:
+        """The number the next chunk takes: names sort oldest first (chunk-<number>[-<run>-<shard>-<k>].bin)."""
+        numbers = [int(n) for p in self.dir.glob("chunk-*.bin") if (n := p.stem.split("-")[1]).isdigit()]
+        return max(numbers, default=0) + 1
+
     def append(self, ids: np.ndarray, rows: np.ndarray) -> Chunk:
-        numbers = [int(p.stem.removeprefix("chunk-")) for p in self.dir.glob("chunk-*.bin")
-                   if p.stem.removeprefix("chunk-").isdigit()]
-        return write_chunk(self.dir / f"chunk-{max(numbers, default=0) + 1:08d}.bin", ids, rows)
+        return write_chunk(self.dir / f"chunk-{self.next_number():08d}.bin", ids, rows)
+
+    def import_sets(self, set_dirs: Iterable[Path], wanted: np.ndarray) -> dict[str, int]:
+        """Copy into the store the rows of wanted images that finished feature sets of this same key hold, e.g.
+        sets a `dvc pull` brought from a machine whose store this one lacks. -> set name: rows imported."""
+        imported, missing = {}, np.unique(wanted)
+        for set_dir in set_dirs:
+            meta_file = Path(set_dir) / META
+            if not len(missing) or not meta_file.is_file():
+                continue
+            if json.loads(meta_file.read_text()).get("key_hash") != self.dir.name:
+                continue
+            feats, index = read(set_dir, verify=True)
+            ids = image_ids(index["sha256"])
+            pos = np.flatnonzero(np.isin(ids, missing))
+            _, first = np.unique(ids[pos], return_index=True)
+            pos = pos[np.sort(first)]
+            for start in range(0, len(pos), 4096):
+                part = pos[start:start + 4096]
+                self.append(ids[part], np.asarray(feats[part]))
+            if len(pos):
+                imported[Path(set_dir).name] = int(len(pos))
+                missing = np.setdiff1d(missing, ids[pos])
+        return imported
+
+
+class ShardChunks:
+    """The chunk files of one shard of a sharded extraction, written by a Dask worker while the driver holds the
+    store's lock. Names carry the run's reserved chunk number, a random run token and the shard number, so
+    workers never collide (with each other or a worker orphaned by a killed run) and sort after older chunks."""
+
+    def __init__(self, store_dir: Path | str, prefix: str):
+        self.dir, self.prefix, self.count = Path(store_dir), prefix, 0
+
+    def append(self, ids: np.ndarray, rows: np.ndarray) -> Chunk:
+        self.count += 1
+        return write_chunk(self.dir / f"chunk-{self.prefix}-{self.count:04d}.bin", ids, rows)
 

@@ -44,19 +44,24 @@ def load_features(name: str, root: str | Path = ".") -> tuple[np.ndarray, pd.Dat
     return feats, index[["image_id", "label", "split"]]
 
 
-def feature_key(info: backbones.BackboneInfo, device: torch.device, batch_size: int) -> dict:
+def feature_key(info: backbones.BackboneInfo, device: torch.device, batch_size: int,
+                compute_dtype: str | None = None) -> dict:
     """Everything that determines the numbers: same key, same features.
 
     The forward batch size is part of it. Measured on CPU (resnet18 at 24/32 px, torch 2.14): an image alone
     in a forward pass gives other float16 values (for ~70% of digit images) than in a batch of 2 to 64, and
     within one batch shape neither the other images nor the position matter. So every forward pass is padded
     to exactly batch_size images (_pad), and other batch sizes (other shapes, other GPU kernels) miss."""
-    dtype = autocast_dtype(device)
     return {"backbone_fingerprint": info.fingerprint, "arch": info.arch,
             "layer": f"input of {info.classifier}", "preprocessing": info.preprocessing,
             "decoder": images.DECODER, "device": device.type,
-            "compute_dtype": str(dtype or torch.float32).removeprefix("torch."),
+            "compute_dtype": compute_dtype or compute_dtype_name(device),
             "forward_batch_size": batch_size, "storage_dtype": "float16", **backbones.versions()}
+
+
+def compute_dtype_name(device: torch.device) -> str:
+    """The dtype the backbone computes in on `device` (autocast where it pays), as the key spells it."""
+    return str(autocast_dtype(device) or torch.float32).removeprefix("torch.")
 
 
 def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -142,29 +147,77 @@ def _assemble(out_dir: Path, index: feature_store.StoreIndex, ids: np.ndarray) -
 
 
 def run(name: str, fs: P.FeatureSet, manifest: pd.DataFrame, backbone_dir: Path, out_dir: Path,
-        device: torch.device, store: Path | str | None = None, chunk_rows: int = CHUNK_ROWS) -> FeaturesResult:
+        device: torch.device | str, store: Path | str | None = None,
+        chunk_rows: int = CHUNK_ROWS) -> FeaturesResult:
     """Extract the images the per-image store lacks under this key, then assemble out_dir from the store.
-    store: the store's root folder; default feature_store.store_root(fs.store) (see there for precedence)."""
+    device: a torch.device, or a params spec (auto, cuda, ...) resolved where the work runs (the Dask workers
+    for executor dask). store: the store's root folder; default feature_store.store_root(fs.store)."""
+    if fs.executor == "dask":
+        from stages import feature_shards  # imports distributed: only runs that shard pay for it
+
+        with feature_shards.connect(fs, name) as client:
+            return _run(name, fs, manifest, backbone_dir, out_dir, feature_shards.Executor(client, device),
+                        store, chunk_rows)
+    device = devices.resolve(device) if isinstance(device, str) else device
+    return _run(name, fs, manifest, backbone_dir, out_dir, LocalExecutor(device), store, chunk_rows)
+
+
+class LocalExecutor:
+    """Extraction in this process: the backbone loaded here, rows appended to the store as they come."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.compute_dtype = device, compute_dtype_name(device)
+
+    def extract(self, job: ExtractJob) -> list[feature_store.Chunk]:
+        trunk, _ = backbones.load_trunk(job.backbone_dir)
+        loader = _loader(job.paths, job.info.preprocessing, job.fs, self.device)
+        return _extract(trunk, loader, self.device, ChunkWriter(job.cache, job.ids, job.chunk_rows), job.desc)
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """What an executor extracts: the images `ids` (files `paths`) into `cache`, whose lock the caller holds."""
+
+    cache: feature_store.ChunkStore
+    backbone_dir: Path
+    info: backbones.BackboneInfo
+    fs: P.FeatureSet
+    paths: np.ndarray
+    ids: np.ndarray
+    chunk_rows: int
+    desc: str
+
+
+def _run(name: str, fs: P.FeatureSet, manifest: pd.DataFrame, backbone_dir: Path, out_dir: Path, executor,
+         store: Path | str | None, chunk_rows: int) -> FeaturesResult:
     start = time.perf_counter()
     info = backbones.read_info(backbone_dir)
-    key = feature_key(info, device, fs.batch_size)
+    key = feature_key(info, executor.device, fs.batch_size, executor.compute_dtype)
     ids = feature_store.image_ids(manifest["sha256"])
     root = Path(store) if store is not None else feature_store.store_root(fs.store)
     with feature_store.ChunkStore(root, key, info.feature_dim) as cache:
         index = cache.index(ids)
         found = index.locate(ids)[0] >= 0
+        imported = {}
+        if fs.import_from and not found.all():  # sets pulled from a DVC remote: rows this store lacks
+            others = [Path(out_dir).parent / other for other in fs.import_from]
+            if imported := cache.import_sets(others, ids[~found]):
+                index = cache.index(ids)
+                found = index.locate(ids)[0] >= 0
         todo, rate = _to_extract(ids, found), None
         if len(todo):
             tick = time.perf_counter()
-            trunk, _ = backbones.load_trunk(backbone_dir)
-            loader = _loader(manifest["path"].to_numpy()[todo], info.preprocessing, fs, device)
-            new = _extract(trunk, loader, device, ChunkWriter(cache, ids[todo], chunk_rows), f"features@{name}")
+            job = ExtractJob(cache, Path(backbone_dir), info, fs, manifest["path"].to_numpy()[todo], ids[todo],
+                             chunk_rows, f"features@{name}")
+            new = executor.extract(job)
             rate = round(len(todo) / (time.perf_counter() - tick), 1)
             index = feature_store.StoreIndex(index.chunks + new, info.feature_dim)
         shards = _assemble(out_dir, index, ids)
         meta = {"featureset": name, "dataset": fs.dataset, "backbone": fs.backbone, "key": key,
                 "key_hash": feature_store.key_hash(key), "dim": info.feature_dim, "dtype": "float16",
-                "store": str(cache.dir), "extracted": int(len(todo)), "reused": int(found.sum()),
+                "store": str(cache.dir), "executor": fs.executor,
+                "scheduler": getattr(executor, "scheduler", None), "extracted": int(len(todo)),
+                "reused": int(found.sum()), "imported": imported,
                 "seconds": round(time.perf_counter() - start, 3), "images_per_second": rate}
         feature_store.write(out_dir, manifest[["image_id", "label", "split", "sha256"]].reset_index(drop=True),
                             shards, meta)
@@ -175,8 +228,7 @@ def run(name: str, fs: P.FeatureSet, manifest: pd.DataFrame, backbone_dir: Path,
 def _main(params: P.Params, name: str) -> str:
     layout, fs = Layout(), params.features[name]
     manifest = pd.read_parquet(layout.manifest(fs.dataset))
-    res = run(name, fs, manifest, layout.backbone(fs.backbone), layout.features(name),
-              devices.resolve(params.device))
+    res = run(name, fs, manifest, layout.backbone(fs.backbone), layout.features(name), params.device)
     return (f"features@{name}: {res.n} x {res.dim} in {res.seconds:.1f}s "
             f"({res.extracted} extracted, {res.reused} reused)")
 

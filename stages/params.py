@@ -94,6 +94,20 @@ class FeatureSet(_Strict):
     num_workers: int = Field(0, ge=0)
     store: str | None = Field(None, description="folder of the per-image feature store shared across runs "
                               "and checkouts; default $TRANSFERLAB_FEATURE_STORE, else .cache/features")
+    import_from: list[str] = Field([], description="feature sets of this repository (e.g. pulled from a DVC "
+                                   "remote) whose rows of the same key fill this set's store before extracting")
+    executor: Literal["local", "dask"] = Field("local", description="local: extract in the stage's process; "
+                                               "dask: in shards on a Dask cluster (stages/feature_shards.py)")
+    scheduler: str | None = Field(None, description="executor dask: a running scheduler's address, e.g. "
+                                  "tcp://gpu-head:8786; default $DASK_SCHEDULER_ADDRESS, else a local cluster")
+    workers: int = Field(2, ge=1, description="executor dask: worker processes of a local cluster")
+    shard_images: int = Field(2048, ge=1, description="executor dask: images per shard (one Dask task each)")
+
+    @model_validator(mode="after")
+    def _dask_only(self) -> FeatureSet:
+        if self.executor == "local" and self.scheduler:
+            raise ValueError("scheduler is for executor: dask; set executor: dask or leave scheduler out")
+        return self
 
 
 class Task(_Strict):
