@@ -24,10 +24,6 @@ def fingerprint(parts: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def file_digest(path: Path | str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 @dataclass(frozen=True)
 class Checkpoint:
     """The checkpoint of one run: `root/<key>/last.pt`; other keys under `root` are stale runs."""

@@ -82,7 +82,7 @@ def train_and_predict(method: str, imgs: TaskImages, model: nn.Module, groups: l
     used = imgs.rows[["image_id", "split", "y", "sha256"]].to_json(orient="values")
     store = checkpoints.Checkpoint(layout.checkpoints(imgs.name, method), checkpoints.fingerprint({
         "method": method, "recipe": rec, "cfg": cfg.model_dump(), "device": str(device), "rows": used,
-        "code": [checkpoints.file_digest(p) for p in _CODE], "versions": backbones.versions(), **key}))
+        "code": [feature_store.file_sha256(p) for p in _CODE], "versions": backbones.versions(), **key}))
     stats = trainer.fit_recipe(model, groups, loader(imgs.part("train"), True), rec, device,
                                val=loader(imgs.part("val"), False) if rec.patience else None, frozen=frozen,
                                store=store, desc=f"{method}@{imgs.name}")
@@ -133,7 +133,7 @@ def run(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout
               {"params": head_params, "lr": cfg.lr}]
     head_file = layout.head(task_name) / HEAD_FILE
     start = {"backbone": backbones.read_info(imgs.backbone).fingerprint, "mode": task.finetune,
-             "head": checkpoints.file_digest(head_file) if task.finetune == "lpft" else None}
+             "head": feature_store.file_sha256(head_file) if task.finetune == "lpft" else None}
     preds, stats, store = train_and_predict("finetune", imgs, model, groups, model[0], recipe(cfg, seed, imgs),
                                             cfg, start, layout, device)
     info = {"task": task_name, "mode": task.finetune, **run_summary(imgs, cfg, stats)}
