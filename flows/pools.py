@@ -5,8 +5,8 @@
 
 The driver flow walks the DVC graph in rounds. Each round sends the stages whose upstream stages are done to
 the `transferlab-stages/gpu` and `transferlab-stages/cpu` deployments (prefect.yaml) at once, one flow run per
-pool, and waits for both; pretrain, features and fine-tuning (finetune not `none`) are GPU stages. Workers of
-the two pools run the `stages` flow below.
+pool, and waits for both; pretrain, features, fine-tuning (finetune not `none`) and scratch (scratch: true) are
+GPU stages. Workers of the two pools run the `stages` flow below.
 
 - One shared checkout (a shared filesystem): without --sync, workers run `dvc repro --single-item` in it.
 - A checkout per machine (--sync): each worker runs in its own checkout (TRANSFERLAB_REPO, at the same commit)
@@ -31,7 +31,7 @@ from stages import params as P
 from stages.errors import PipelineError
 
 POOLS = ("gpu", "cpu")
-GPU_KINDS = {"pretrain", "features", "finetune"}
+GPU_KINDS = {"pretrain", "features", "finetune", "scratch"}
 DEPLOYMENT = "transferlab-stages/{pool}"
 REPO_ENV = "TRANSFERLAB_REPO"
 _RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
@@ -40,8 +40,9 @@ _RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 def pool_of(stage: str, params: P.Params) -> str:
     """gpu for stages that run the backbone, else cpu."""
     kind, _, name = stage.partition("@")
-    if kind == "finetune" and params.tasks[name].finetune == "none":
-        return "cpu"  # a task without fine-tuning: the stage only records that
+    if (kind == "finetune" and params.tasks[name].finetune == "none") or (
+            kind == "scratch" and not params.tasks[name].scratch):
+        return "cpu"  # a task without fine-tuning (or scratch): the stage only records that
     return "gpu" if kind in GPU_KINDS else "cpu"
 
 

@@ -49,9 +49,13 @@ def test_rounds_keep_graph_order_and_batch_each_pool():
 
 def test_gpu_stages_are_those_that_run_the_backbone():
     params = P.parse(PARAMS)
-    assert [s for s in ("prepare@digits", "backbone@random", "features@digits-random", "train_head@fewshot",
-                        "finetune@fewshot", "finetune@parity", "evaluate@fewshot", "report")
-            if pool_of(s, params) == "gpu"] == ["features@digits-random", "finetune@fewshot"]
+    stages = ("prepare@digits", "backbone@random", "features@digits-random", "train_head@fewshot",
+              "finetune@fewshot", "finetune@parity", "scratch@fewshot", "evaluate@fewshot", "report")
+    assert [s for s in stages if pool_of(s, params) == "gpu"] == ["features@digits-random", "finetune@fewshot"]
+    with_scratch = copy.deepcopy(PARAMS)
+    with_scratch["tasks"]["fewshot"]["scratch"] = True  # scratch trains a whole network on the images
+    assert [s for s in stages if pool_of(s, P.parse(with_scratch)) == "gpu"] == [
+        "features@digits-random", "finetune@fewshot", "scratch@fewshot"]
 
 
 def test_stages_run_on_gpu_and_cpu_pools_through_a_dvc_remote(server, tmp_path):  # noqa: F811
