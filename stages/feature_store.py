@@ -100,6 +100,11 @@ def read_meta(set_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def read_index(set_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """(meta, index) of a feature set, without touching its shards (for stages that need only the rows)."""
+    return read_meta(set_dir), pd.read_parquet(Path(set_dir) / INDEX)
+
+
 def read(set_dir: Path, verify: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
     """(features N×D float16, index) of a feature set; shards are memory-mapped."""
     set_dir = Path(set_dir)

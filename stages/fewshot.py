@@ -2,15 +2,11 @@
 seeds (mean +- std), and test accuracy against shots per class (the data-efficiency curve)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from threadpoolctl import threadpool_limits
 
 from stages import heads, reference
 from stages.atomic import atomic_path
@@ -73,25 +69,12 @@ def fit_and_score(feats: np.ndarray, sel: Selection, head_cfg: Head, seed: int,
     return {m: float((preds[m] == y_test).mean()) for m in methods}
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Torch and BLAS on one thread: these fits are tiny (k shots per class), and on a shared 2-core machine
-    a second thread made them 8-25x slower (0.23 s vs 2-6 s per head fit, measured under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def over_seeds(feats: np.ndarray, index: pd.DataFrame, task: Task, name: str, seeds: list[int],
                head_cfg: Head, methods: tuple[str, ...] = METHODS) -> pd.DataFrame:
     """One k-shot draw per seed (stages.tasks.select with that seed), every method fitted on each draw ->
     a frame with seed, method, test_accuracy, n_train."""
     rows = []
-    with one_thread():
+    with heads.one_thread():  # tiny fits, many of them
         for seed in seeds:
             sel = select(index, task, seed, name)
             n_train = len(sel.split("train"))

@@ -39,8 +39,7 @@ class TaskImages:
 
 
 def task_images(task_name: str, task: P.Task, seed: int, layout: Layout) -> TaskImages:
-    meta = feature_store.read_meta(layout.features(task.features))
-    _, index = feature_store.read(layout.features(task.features))
+    meta, index = feature_store.read_index(layout.features(task.features))  # the rows only: no shard is read
     sel = select(index, task, seed, task_name)
     wanted = ["image_id"] + [c for c in ("path", "sha256") if c not in sel.rows.columns]
     manifest = pd.read_parquet(layout.manifest(meta["dataset"]))[wanted]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from threadpoolctl import threadpool_limits
 from torch import nn
 from torch.nn import functional as F
 
@@ -49,12 +50,14 @@ class FeatureHead(nn.Module):
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Run torch ops on one intra-op thread: heads are many tiny ops, and on a busy machine OpenMP's
-    spin-waiting made a 0.5 s head take 11 s with two threads (measured)."""
+    """Run torch ops on one intra-op thread, and BLAS (numpy, scikit-learn) too: heads are many tiny ops, and on
+    a busy machine OpenMP's spin-waiting made a 0.5 s head take 11 s with two threads (measured); the few-shot
+    fits (stages.fewshot) were 8-25x slower with two."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(1):
+            yield
     finally:
         torch.set_num_threads(before)
 
