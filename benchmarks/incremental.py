@@ -38,7 +38,7 @@ def run(work: Path, quick: bool = False) -> dict:
     with timed() as base:
         full = features.run("gen", fs, manifest, bb, work / "set-full", cpu, store=work / "fresh-store")
     info = backbones.read_info(bb)
-    key = features.feature_key(info, cpu, fs.batch_size)
+    key = features.feature_key(info, cpu, fs.batch_size, features.compute_dtype_name(cpu, fs.precision))
     ids, step = feature_store.image_ids(manifest["sha256"])[:n], features.CHUNK_ROWS
     with timed() as setup:
         with feature_store.ChunkStore(work / "fresh-store", key, info.feature_dim) as src, \

@@ -57,17 +57,17 @@ def connect(fs: P.FeatureSet, name: str) -> Iterator[Client]:
         yield client
 
 
-def _worker_device(spec: str | None) -> tuple[str, str]:
+def _worker_device(spec: str | None, precision: str) -> tuple[str, str]:
     device = devices.resolve(spec or "auto")
-    return str(device), features.compute_dtype_name(device)
+    return str(device), features.compute_dtype_name(device, precision)
 
 
 class Executor:
     """Extraction sharded over the cluster behind `client`; the device is resolved on the workers, which must
     agree (their device and compute dtype are part of the feature key)."""
 
-    def __init__(self, client: Client, device: torch.device | str):
-        found = client.run(_worker_device, str(device))
+    def __init__(self, client: Client, device: torch.device | str, precision: str = "auto"):
+        found = client.run(_worker_device, str(device), precision)
         kinds = set(found.values())
         if len(kinds) != 1:
             raise PipelineError(f"the Dask workers disagree on the device for {device!r}: {found}; set `device` "
@@ -81,7 +81,8 @@ class Executor:
         step = job.fs.shard_images
         shards = [Shard(str(job.backbone_dir.resolve()), job.info.fingerprint, str(job.cache.dir.resolve()),
                         f"{run}-{i:05d}", [os.path.abspath(p) for p in job.paths[s:s + step]],
-                        job.ids[s:s + step], job.fs, str(self.device), job.chunk_rows, f"{job.desc} shard {i}")
+                        job.ids[s:s + step], job.fs, str(self.device), self.compute_dtype, job.chunk_rows,
+                        f"{job.desc} shard {i}")
                   for i, s in enumerate(range(0, len(job.ids), step))]
         futures = self.client.map(extract_shard, shards, pure=False)
         try:
@@ -103,6 +104,7 @@ class Shard:
     ids: np.ndarray
     fs: P.FeatureSet
     device: str
+    compute_dtype: str
     chunk_rows: int
     desc: str
 
@@ -123,7 +125,7 @@ def extract_shard(shard: Shard) -> list[feature_store.Chunk]:
     loader = features._loader(np.asarray(shard.paths), info.preprocessing, fs, device)
     sink = features.ChunkWriter(feature_store.ShardChunks(shard.store_dir, shard.prefix), shard.ids,
                                 shard.chunk_rows)
-    return features._extract(_TRUNKS[key], loader, device, sink, shard.desc)
+    return features._extract(_TRUNKS[key], loader, device, shard.compute_dtype, sink, shard.desc)
 
 
 def loaded_trunks() -> int:

@@ -92,6 +92,10 @@ class FeatureSet(_Strict):
     backbone: str
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="what the backbone computes in (autocast; features are stored as float16 either "
+        "way); auto: bf16 where the hardware has it (CUDA, or a CPU with AVX512-BF16/AMX), else fp32 (fp16 on "
+        "CUDA without bf16). Part of the feature key")
     store: str | None = Field(None, description="folder of the per-image feature store shared across runs "
                               "and checkouts; default $TRANSFERLAB_FEATURE_STORE, else .cache/features")
     import_from: list[str] = Field([], description="feature sets of this repository (e.g. pulled from a DVC "

@@ -13,24 +13,29 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from stages.atomic import atomic_path
+from stages.heads import one_thread
 
 C_GRID = tuple(10.0 ** k for k in range(-4, 3))
 
 
 def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, seed: int) -> tuple[dict, dict]:
-    """Fit one model per C, keep the best on val (the first among ties) -> (weights, summary)."""
+    """Fit one model per C, keep the best on val (the first among ties) -> (weights, summary). On one BLAS
+    thread: with two, OpenBLAS's spin-waiting on a busy 2-core machine made these fits on 1400 x 2048 features
+    take 207 s instead of 11 s (measured)."""
     start = time.perf_counter()
     scaler = StandardScaler().fit(np.asarray(x, np.float64))
     z, z_val = scaler.transform(np.asarray(x, np.float64)), scaler.transform(np.asarray(x_val, np.float64))
     best, sweep = None, []
-    for c in C_GRID:
-        model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(z, y)
-        acc = float((model.predict(z_val) == y_val).mean()) if len(y_val) else 0.0
-        sweep.append({"C": c, "val_accuracy": round(acc, 6)})
-        if best is None or acc > best[0]:
-            best = (acc, c, model)
-    acc, c, model = best
-    weights = {"mean": scaler.mean_, "scale": scaler.scale_, "coef": model.coef_, "intercept": model.intercept_}
+    model = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
+    with one_thread():
+        for c in sorted(C_GRID):  # each C starts from the previous solution, as LogisticRegressionCV's path
+            model.set_params(C=c).fit(z, y)
+            acc = float((model.predict(z_val) == y_val).mean()) if len(y_val) else 0.0
+            sweep.append({"C": c, "val_accuracy": round(acc, 6)})
+            if best is None or acc > best[0]:
+                best = (acc, c, model.coef_.copy(), model.intercept_.copy())
+    acc, c, coef, intercept = best
+    weights = {"mean": scaler.mean_, "scale": scaler.scale_, "coef": coef, "intercept": intercept}
     summary = {"C": c, "val_accuracy": round(acc, 6), "sweep": sweep,
                "seconds": round(time.perf_counter() - start, 3)}
     return {k: torch.as_tensor(np.asarray(v, np.float64)) for k, v in weights.items()}, summary

@@ -31,7 +31,8 @@ SMALL_PARAMS = {
                  "digits-random": {"dataset": "digits", "backbone": "random"}},
     "tasks": {"fewshot": {"features": "digits-src", "classes": [5, 6, 7, 8, 9], "shots": 5, "finetune": "lpft",
                           "shot_seeds": [0, 1], "efficiency_shots": [1, 5]},
-              "parity": {"features": "digits-src", "label_map": {5: "odd", 6: "even", 7: "odd", 8: "even", 9: "odd"}},
+              "parity": {"features": "digits-src",
+                         "label_map": {5: "odd", 6: "even", 7: "odd", 8: "even", 9: "odd"}},
               "fewshot-random": {"features": "digits-random", "classes": [5, 6, 7, 8, 9], "shots": 5}},
     # Sections spelled out in full, as in params.yaml: `dvc exp run -S head.lr=...` overrides existing keys only.
     "head": {"kind": "linear", "hidden_dim": 256, "epochs": 20, "batch_size": 256, "lr": 0.01,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import backbones, feature_store, features, images
+from stages import backbones, devices, feature_store, features, images
 from stages.errors import PipelineError
 from stages.params import FeatureSet
 from tests.stages.conftest import tiny_layout
@@ -39,16 +39,47 @@ def test_load_features_shape_dtype_and_order(project):
     assert np.isfinite(feats).all() and feats.std(0).max() > 0
 
 
-def test_rows_are_the_trunks_features_of_each_image(project):
-    layout, manifest, _ = project
-    feats, _ = features.load_features("f32", layout.root)
+def _trunk_rows(layout, manifest, rows: list[int], dtype: torch.dtype | None = None) -> np.ndarray:
+    """The trunk's own features for `rows`, in one plain forward pass (fp32, or under autocast `dtype`)."""
     trunk, info = backbones.load_trunk(layout.backbone("bb32"))
     tf = images.transform(info.preprocessing)
-    rows = [0, 17, 39]
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         x = torch.stack([tf(images.decode(manifest["path"].iloc[i])) for i in rows])
-        expected = trunk.eval()(x).numpy()
-    np.testing.assert_allclose(feats[rows].astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+        return trunk.eval()(x).float().numpy()
+
+
+def test_float32_rows_are_the_trunks_features_of_each_image(project, tmp_path):
+    layout, manifest, _ = project
+    fs = FS.model_copy(update={"precision": "float32"})
+    res = features.run("f32", fs, manifest, layout.backbone("bb32"), tmp_path / "fp32", CPU)
+    feats, _ = feature_store.read(tmp_path / "fp32")
+    rows = [0, 17, 39]
+    np.testing.assert_allclose(feats[rows].astype(np.float32), _trunk_rows(layout, manifest, rows),
+                               rtol=2e-3, atol=2e-3)
+    meta = json.loads((tmp_path / "fp32" / feature_store.META).read_text())
+    assert meta["key"]["compute_dtype"] == "float32" and meta["key"]["memory_format"] == "channels_last"
+    assert res.key_hash != project[2].key_hash or features.compute_dtype_name(CPU) == "float32"
+
+
+@pytest.mark.skipif(not devices.cpu_has_bf16(), reason="this CPU has no native bf16: auto means float32 here")
+def test_auto_precision_is_bf16_on_a_bf16_cpu(project, tmp_path):
+    """precision auto computes in bf16 here: close to the fp32 features (a linear probe cannot tell), not
+    equal to them, and keyed apart from a float32 set of the same images."""
+    layout, manifest, res = project
+    feats, _ = features.load_features("f32", layout.root)
+    key = json.loads((layout.features("f32") / feature_store.META).read_text())["key"]
+    assert key["compute_dtype"] == "bfloat16" and key["memory_format"] == "channels_last"
+    rows = list(range(40))
+    fp32 = _trunk_rows(layout, manifest, rows)
+    got = feats.astype(np.float32)
+    cos = (got * fp32).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cos.min() > 0.99, cos.min()
+    assert not np.allclose(got, fp32, rtol=2e-3, atol=2e-3)  # bf16 really ran
+    np.testing.assert_allclose(got[[0, 17]], _trunk_rows(layout, manifest, [0, 17], torch.bfloat16),
+                               rtol=0.05, atol=0.05)
+    fp32_set = features.run("f32", FS.model_copy(update={"precision": "float32"}), manifest,
+                            layout.backbone("bb32"), tmp_path / "fp32", CPU, store=tmp_path / "store")
+    assert fp32_set.key_hash != res.key_hash and fp32_set.extracted == 40
 
 
 def test_rerun_is_bit_identical(project, tmp_path):
@@ -69,7 +100,8 @@ def test_meta_holds_the_key(project):
     assert key["backbone_fingerprint"] == info.fingerprint
     assert key["preprocessing"] == info.preprocessing and key["preprocessing"]["crop_size"] == 32
     assert key["torch"] == torch.__version__ and "torchvision" in key
-    assert key["storage_dtype"] == "float16" and key["compute_dtype"] == "float32"
+    assert key["storage_dtype"] == "float16" and key["compute_dtype"] == features.compute_dtype_name(CPU)
+    assert key["memory_format"] == "channels_last"
     assert key["device"] == "cpu" and key["forward_batch_size"] == 16
     assert meta["key_hash"] == feature_store.key_hash(key) == res.key_hash
     assert (meta["n"], meta["dim"], meta["dataset"], meta["backbone"]) == (40, 512, "tiny", "bb32")

@@ -212,6 +212,23 @@ def test_lbfgs_head_is_scikit_learns_logistic_regression(n_classes, c):
     assert (heads.predict(head, xt).argmax(1) == yt).mean() > 1 / n_classes
 
 
+def test_lbfgs_path_is_each_c_fitted_alone():
+    """The warm-started path (Cs fitted smallest first, each from the previous solution) gives each C's own
+    optimum, in the caller's order."""
+    x, y = _overlapping(80, 4)
+    xt, _ = _overlapping(40, 4, seed=1)
+    cs = [10.0, 1e-3, 0.1]
+    path = heads.lbfgs_path(x, y, 4, [Head(optimizer="lbfgs", C=c) for c in cs])
+    for c, (head, _) in zip(cs, path, strict=True):
+        alone, _ = heads.train_lbfgs(x, y, 4, Head(optimizer="lbfgs", C=c))
+        a, b = heads.predict(head, xt), heads.predict(alone, xt)
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        np.testing.assert_allclose(a, b, atol=1e-2 * max(1.0, np.abs(b).max()))
+        assert (a.argmax(1) == b.argmax(1)).all()
+    norms = [head.net[0].weight.norm().item() for head, _ in path]
+    assert norms[1] < norms[2] < norms[0]  # in cs' order: C = 1e-3 smallest, C = 10 largest
+
+
 def test_lbfgs_sweep_keeps_the_first_best_c_on_val():
     x, y = _overlapping(60, 3)
     xv, yv = _overlapping(30, 3, seed=2)

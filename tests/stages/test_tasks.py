@@ -38,7 +38,7 @@ def test_classes_select_rows():
     assert sel.classes == ["2", "10"]
     assert set(sel.rows["label"]) == {"2", "10"} and len(sel.rows) == 60
     assert sel.rows["row"].is_monotonic_increasing  # index order kept
-    assert dict(zip(sel.rows["label"], sel.rows["y"])) == {"2": 0, "10": 1}
+    assert dict(zip(sel.rows["label"], sel.rows["y"], strict=True)) == {"2": 0, "10": 1}
     assert (index.loc[sel.rows["row"], "label"].to_numpy() == sel.rows["label"].to_numpy()).all()
 
 
