@@ -1,4 +1,4 @@
-"""python -m benchmarks [names...] [--quick] [--results DIR] [--workdir DIR] [--keep] [--summary]"""
+"""python -m benchmarks [names...] [--quick] [--results DIR] [--workdir DIR] [--keep] [--summary] [--device D]"""
 from __future__ import annotations
 
 import argparse
@@ -84,9 +84,15 @@ def details(r: dict) -> list[str]:
             out.append(f"- ours with torch.set_num_threads(1): {r['ours_single_thread']['seconds']:.3f} s "
                        f"(speedup {g('speedup_single_thread', float('nan')):.1f}×)")
     elif name == "extraction":
-        ips = {k: r[k]["images_per_second"] for k in ("baseline", "ours", "model_only", "model_only_batch_32",
-                                                      "ours_batch_32", "ours_num_workers_0") if k in r}
+        ips = {k: r[k]["images_per_second"] for k in ("baseline", "ours", "model_only", "model_only_naive",
+                                                      "ours_float32", "ours_batch_32", "ours_num_workers_0")
+               if k in r}
         out.append("- images/s: " + ", ".join(f"{k} {v:.2f}" for k, v in ips.items()))
+        if g("agreement"):
+            a = r["agreement"]
+            out.append(f"- ours computes in {r['ours'].get('compute_dtype')}, {r['ours'].get('memory_format')}; "
+                       f"feature cosine similarity to the naive fp32 loop: min {a['cosine_min']:.4f}, "
+                       f"mean {a['cosine_mean']:.5f}")
         out.append(f"- ours at {g('fraction_of_model_only', float('nan')):.0%} of model-only throughput, "
                    f"the naive loop at {g('baseline_fraction_of_model_only', float('nan')):.0%}")
     elif name == "task_reuse":
@@ -206,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary data folders")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     parser.add_argument("--progress", action="store_true", help="show the stages' progress bars")
+    parser.add_argument("--device", default="cpu", help="extraction only: the device it compares on (e.g. cuda; "
+                        "put the JSON under a --results folder named for the GPU)")
     parser.add_argument("--summary", action="store_true",
                         help="only rewrite summary.md from the JSON files already in --results")
     args = parser.parse_args(argv)
@@ -218,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.results / "summary.md").write_text(text)
         print(table)
         return 0
+    os.environ["TRANSFERLAB_BENCH_DEVICE"] = args.device
     if not args.progress:
         os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")

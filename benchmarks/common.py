@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CPU_NOTE = ("CPU run: stages.features uses no autocast on CPU (compute_dtype float32), no channels_last and "
-            "no pinned memory; those apply on CUDA only")
+CPU_NOTE = ("CPU run: stages.features computes in the feature set's precision (auto: bf16 on a CPU with "
+            "AVX512-BF16 or AMX, as this one, else fp32) with channels_last; no pinned memory (CUDA only)")
 
 
 # ---- the machine ------------------------------------------------------------------------------------------
