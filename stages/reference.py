@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from stages.atomic import atomic_path
 
@@ -19,6 +17,11 @@ C_GRID = tuple(10.0 ** k for k in range(-4, 3))
 
 def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, seed: int) -> tuple[dict, dict]:
     """Fit one model per C, keep the best on val (the first among ties) -> (weights, summary)."""
+    # scikit-learn is imported here, the one place that fits: loading a fitted reference (evaluate) needs only
+    # numpy, and importing sklearn.linear_model costs a fresh stage process about two seconds.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     start = time.perf_counter()
     scaler = StandardScaler().fit(np.asarray(x, np.float64))
     z, z_val = scaler.transform(np.asarray(x, np.float64)), scaler.transform(np.asarray(x_val, np.float64))
