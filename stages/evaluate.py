@@ -12,14 +12,18 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from stages import cli, fewshot, heads, reference
 from stages import params as P
 from stages.atomic import atomic_path, write_csv, write_json
-from stages.features import load_features
-from stages.finetune import INFO_FILE as FT_INFO
-from stages.finetune import PREDICTIONS_FILE
-from stages.paths import Layout
-from stages.scratch import INFO_FILE as SCRATCH_INFO
+from stages.feature_store import load_features
+from stages.paths import (
+    FINETUNE_INFO_FILE,
+    HEAD_FILE,
+    HEAD_INFO_FILE,
+    PREDICTIONS_FILE,
+    REFERENCE_FILE,
+    SCRATCH_INFO_FILE,
+    SWEEP_FILE,
+    Layout,
+)
 from stages.tasks import select
-from stages.train_head import HEAD_FILE, REFERENCE_FILE, SWEEP_FILE
-from stages.train_head import INFO_FILE as HEAD_INFO
 
 
 def scores(preds: pd.DataFrame, n_train: int, n_classes: int) -> dict:
@@ -40,7 +44,7 @@ def feature_predictions(task_name: str, task: P.Task, seed: int, layout: Layout)
     evals = sel.rows[sel.rows["split"].isin(["val", "test"])]
     x = feats[evals["row"].to_numpy()]
     frame = evals[["image_id", "split", "target", "y"]]
-    info = json.loads((layout.head(task_name) / HEAD_INFO).read_text())
+    info = json.loads((layout.head(task_name) / HEAD_INFO_FILE).read_text())
     head = heads.load(layout.head(task_name) / HEAD_FILE)
     ref = reference.load(layout.head(task_name) / REFERENCE_FILE)
     return {"head": (frame.assign(pred=heads.predict(head, x).argmax(1)), info),
@@ -108,10 +112,10 @@ def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout
     all_preds["prototype"] = prototype_predictions(task_name, task, seed, layout)
     preds, head_info = all_preds["head"]
     classes = head_info["classes"]
-    ft_info = json.loads((layout.finetune(task_name) / FT_INFO).read_text())
+    ft_info = json.loads((layout.finetune(task_name) / FINETUNE_INFO_FILE).read_text())
     if ft_info["mode"] != "none":
         all_preds["finetune"] = (pd.read_parquet(layout.finetune(task_name) / PREDICTIONS_FILE), ft_info)
-    scratch_path = layout.scratch(task_name) / SCRATCH_INFO  # absent where scratch@<task> never ran
+    scratch_path = layout.scratch(task_name) / SCRATCH_INFO_FILE  # absent where scratch@<task> never ran
     if scratch_path.is_file() and (sc_info := json.loads(scratch_path.read_text()))["ran"]:
         all_preds["scratch"] = (pd.read_parquet(layout.scratch(task_name) / PREDICTIONS_FILE), sc_info)
     metrics = {}

@@ -23,6 +23,7 @@ from filelock import FileLock, Timeout
 
 from stages.atomic import atomic_path, write_json, write_parquet
 from stages.errors import PipelineError
+from stages.paths import Layout
 
 META, INDEX, SHARDS = "meta.json", "index.parquet", "shards"
 STORAGE_DTYPE = np.float16
@@ -129,6 +130,15 @@ def read(set_dir: Path, verify: bool = False) -> tuple[np.ndarray, pd.DataFrame]
     if len(feats) != len(index):
         raise PipelineError(f"feature set {set_dir}: {len(feats)} feature rows but {len(index)} index rows")
     return feats, index
+
+
+def load_features(name: str, root: str | Path = ".") -> tuple[np.ndarray, pd.DataFrame]:
+    """A cached feature set: (features N×D float16, DataFrame with image_id, label, split in row order).
+
+    The body of the public stages.features.load_features, here so that stages reading features (train_head,
+    evaluate) do not import stages.features, which loads torch's DataLoader and torchvision to extract them."""
+    feats, index = read(Layout(Path(root)).features(name))
+    return feats, index[["image_id", "label", "split"]]
 
 
 # ---- the per-image store ----------------------------------------------------------------------------------

@@ -40,9 +40,9 @@ class FeaturesResult:
 
 
 def load_features(name: str, root: str | Path = ".") -> tuple[np.ndarray, pd.DataFrame]:
-    """A cached feature set: (features N×D float16, DataFrame with image_id, label, split in row order)."""
-    feats, index = feature_store.read(Layout(Path(root)).features(name))
-    return feats, index[["image_id", "label", "split"]]
+    """A cached feature set: (features N×D float16, DataFrame with image_id, label, split in row order).
+    The reader itself is feature_store.load_features, which stages use: it loads no torch."""
+    return feature_store.load_features(name, root)
 
 
 def feature_key(info: backbones.BackboneInfo, device: torch.device, batch_size: int,

@@ -1,148 +1,42 @@
 """Stage finetune@<task>: optionally train the whole network on the task (full: new head; lpft: from the
 trained head), then predict val and test. With mode none it records that it was skipped. Checkpoints every
-epoch under .cache/checkpoints/<task>/finetune: an interrupted run resumes where it stopped."""
+epoch under .cache/checkpoints/<task>/finetune: an interrupted run resumes where it stopped.
+
+The training is stages.whole_network, imported only by a task that fine-tunes: a skipped stage starts and
+ends without torch and torchvision."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-from safetensors.torch import save_file
-from torch import nn
-from torch.utils.data import DataLoader
-
-from stages import backbones, checkpoints, cli, devices, feature_store, heads, images, trainer
+from stages import cli, paths
 from stages import params as P
-from stages.atomic import atomic_path, write_json, write_parquet
-from stages.errors import PipelineError
+from stages.atomic import write_json
 from stages.paths import Layout
-from stages.tasks import select
-from stages.train_head import HEAD_FILE
 
-INFO_FILE, WEIGHTS_FILE, PREDICTIONS_FILE = "finetune.json", "finetuned.safetensors", "predictions.parquet"
-_CODE = [Path(m.__file__) for m in (trainer, images, backbones)] + [Path(__file__)]
+if TYPE_CHECKING:
+    import torch
 
-
-@dataclass(frozen=True)
-class TaskImages:
-    """A task's selected images (rows: image_id, split, target, y, path, sha256) and where they come from."""
-
-    name: str
-    rows: pd.DataFrame
-    classes: list[str]
-    backbone: Path
-
-    def part(self, *splits: str) -> pd.DataFrame:
-        return self.rows[self.rows["split"].isin(splits)]
-
-
-def task_images(task_name: str, task: P.Task, seed: int, layout: Layout) -> TaskImages:
-    meta, index = feature_store.read_index(layout.features(task.features))  # the rows only: no shard is read
-    sel = select(index, task, seed, task_name)
-    wanted = ["image_id"] + [c for c in ("path", "sha256") if c not in sel.rows.columns]
-    manifest = pd.read_parquet(layout.manifest(meta["dataset"]))[wanted]
-    rows = sel.rows.merge(manifest, on="image_id", how="left", validate="many_to_one")
-    return TaskImages(task_name, rows, sel.classes, layout.backbone(meta["backbone"]))
-
-
-def recipe(cfg: P.Finetune, seed: int, imgs: TaskImages, scratch: bool = False) -> trainer.Recipe:
-    """The training recipe of finetune (and scratch: nothing to freeze, batch-norm statistics must learn)."""
-    weights = None
-    if cfg.class_weight == "balanced":  # n / (k * n_c), as scikit-learn's class_weight="balanced"
-        counts = np.bincount(imgs.part("train")["y"], minlength=len(imgs.classes)).clip(min=1)
-        weights = tuple(float(w) for w in counts.sum() / (len(counts) * counts))
-    if cfg.patience is not None and imgs.part("val").empty:
-        raise PipelineError(f"finetune.patience: task {imgs.name} has no val images to stop on; "
-                            "set patience: null or give the dataset a val_fraction")
-    return trainer.Recipe(epochs=cfg.epochs, weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
-                          freeze_norm=cfg.freeze_norm and not scratch,
-                          freeze_epochs=0 if scratch else cfg.freeze_epochs, patience=cfg.patience,
-                          class_weights=weights, seed=seed)
-
-
-def train_and_predict(method: str, imgs: TaskImages, model: nn.Module, groups: list[dict],
-                      frozen: nn.Module | None, rec: trainer.Recipe, cfg: P.Finetune, key: dict, layout: Layout,
-                      device: torch.device) -> tuple[pd.DataFrame, dict, checkpoints.Checkpoint]:
-    """Train (resuming from this exact run's checkpoint, if any), then predict val and test. The caller
-    clears the checkpoint once its outputs are written: a kill before that still resumes."""
-    pre = backbones.read_info(imgs.backbone).preprocessing
-
-    def loader(part: pd.DataFrame, train: bool) -> DataLoader:
-        tf = images.transform(pre, cfg.augment if train else "none")
-        # batch-norm that learns cannot take a batch of one image: drop such a last batch (a different image
-        # each epoch, as the shuffle differs)
-        single = train and not rec.freeze_norm and len(part) % cfg.batch_size == 1 and len(part) > 1
-        return DataLoader(images.ImageFiles(part["path"], part["y"].tolist(), tf), batch_size=cfg.batch_size,
-                          shuffle=train, generator=torch.Generator().manual_seed(rec.seed), drop_last=single,
-                          pin_memory=device.type == "cuda")
-
-    used = imgs.rows[["image_id", "split", "y", "sha256"]].to_json(orient="values")
-    store = checkpoints.Checkpoint(layout.checkpoints(imgs.name, method), checkpoints.fingerprint({
-        "method": method, "recipe": rec, "cfg": cfg.model_dump(), "device": str(device), "rows": used,
-        "code": [feature_store.file_sha256(p) for p in _CODE], "versions": backbones.versions(), **key}))
-    stats = trainer.fit_recipe(model, groups, loader(imgs.part("train"), True), rec, device,
-                               val=loader(imgs.part("val"), False) if rec.patience else None, frozen=frozen,
-                               store=store, desc=f"{method}@{imgs.name}")
-    evals = imgs.part("val", "test")
-    logits = trainer.predict(model, loader(evals, False), device)
-    preds = evals[["image_id", "split", "target", "y"]].assign(pred=logits.argmax(1))
-    return preds, stats, store
-
-
-def save_outputs(out_dir: Path, weights_file: str, model: nn.Module, preds: pd.DataFrame, info: dict,
-                 info_file: str) -> None:
-    write_parquet(out_dir / PREDICTIONS_FILE, preds)
-    with atomic_path(out_dir / weights_file) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    write_json(out_dir / info_file, info)
-
-
-def run_summary(imgs: TaskImages, cfg: P.Finetune, stats: dict) -> dict:
-    """The info fields finetune and scratch share."""
-    return {"classes": imgs.classes, "hyperparameters": cfg.model_dump(),
-            "n_train": int(len(imgs.part("train"))), "seconds": round(stats["seconds"], 3),
-            "train_loss": [round(x, 5) for x in stats["train_loss"]], "epochs_run": stats["epochs_run"],
-            "best_epoch": stats["best_epoch"], "resumed_from_epoch": stats["resumed_from_epoch"]}
-
-
-def _model(backbone_dir: Path, head_dir: Path, mode: str, n_classes: int) -> tuple[nn.Module, list, list]:
-    trunk, info = backbones.load_trunk(backbone_dir)
-    if mode == "lpft":  # LP-FT (Kumar et al. 2022): start from the linear probe, not a random head
-        top = heads.load(head_dir / HEAD_FILE).folded()
-    else:
-        top = nn.Linear(info.feature_dim, n_classes)
-    return nn.Sequential(trunk, top), list(trunk.parameters()), list(top.parameters())
+INFO_FILE, WEIGHTS_FILE = paths.FINETUNE_INFO_FILE, paths.FINETUNE_WEIGHTS_FILE
+PREDICTIONS_FILE = paths.PREDICTIONS_FILE
 
 
 def run(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout,
-        device: torch.device) -> dict:
+        device: torch.device | str) -> dict:
+    """device: a torch.device, or a params spec (auto, cuda, ...) resolved only if the task fine-tunes (a
+    skipped stage runs anywhere, e.g. on a pool without the GPU that `device: cuda` asks for)."""
     out_dir = layout.finetune(task_name)
     out_dir.mkdir(parents=True, exist_ok=True)
     if task.finetune == "none":
         info = {"task": task_name, "mode": "none"}
         write_json(out_dir / INFO_FILE, info)
         return info
-    imgs = task_images(task_name, task, seed, layout)
-    torch.manual_seed(seed)
-    model, trunk_params, head_params = _model(imgs.backbone, layout.head(task_name), task.finetune,
-                                              len(imgs.classes))
-    groups = [{"params": trunk_params, "lr": cfg.lr * cfg.backbone_lr_mult},
-              {"params": head_params, "lr": cfg.lr}]
-    head_file = layout.head(task_name) / HEAD_FILE
-    start = {"backbone": backbones.read_info(imgs.backbone).fingerprint, "mode": task.finetune,
-             "head": feature_store.file_sha256(head_file) if task.finetune == "lpft" else None}
-    preds, stats, store = train_and_predict("finetune", imgs, model, groups, model[0], recipe(cfg, seed, imgs),
-                                            cfg, start, layout, device)
-    info = {"task": task_name, "mode": task.finetune, **run_summary(imgs, cfg, stats)}
-    save_outputs(out_dir, WEIGHTS_FILE, model, preds, info, INFO_FILE)
-    store.clear()
-    return info
+    from stages import whole_network  # torch, torchvision: only a task that fine-tunes loads them
+
+    return whole_network.finetune(task_name, task, cfg, seed, layout, device)
 
 
 def _main(params: P.Params, task: str) -> str:
-    info = run(task, params.tasks[task], params.finetune, params.seed, Layout(), devices.resolve(params.device))
+    info = run(task, params.tasks[task], params.finetune, params.seed, Layout(), params.device)
     resumed = f" (resumed after epoch {info['resumed_from_epoch']})" if info.get("resumed_from_epoch") else ""
     return f"finetune@{task}: mode {info['mode']}{resumed}"
 

@@ -6,6 +6,15 @@ from pathlib import Path
 
 EMBEDDED_DIGITS_ROOT = "data/raw/digits"
 
+# The files inside a task's folders (Layout.head, .finetune, .scratch). They live here, not in the stages that
+# write them, so that a stage reading them (evaluate, report) need not import that stage's torch and
+# scikit-learn to know a file name.
+HEAD_FILE, HEAD_INFO_FILE, REFERENCE_FILE = "head.safetensors", "head.json", "reference.safetensors"
+SWEEP_FILE = "sweep.csv"  # the head sweep; evaluate publishes a copy under results/<task>/
+FINETUNE_INFO_FILE, FINETUNE_WEIGHTS_FILE = "finetune.json", "finetuned.safetensors"
+SCRATCH_INFO_FILE, SCRATCH_WEIGHTS_FILE = "scratch.json", "scratch.safetensors"
+PREDICTIONS_FILE = "predictions.parquet"  # val/test predictions, in the finetune and the scratch folder
+
 
 @dataclass(frozen=True)
 class Layout:

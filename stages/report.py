@@ -9,10 +9,7 @@ from stages import cli
 from stages import params as P
 from stages.atomic import write_csv, write_text
 from stages.errors import PipelineError
-from stages.finetune import INFO_FILE as FT_INFO
-from stages.paths import Layout
-from stages.scratch import INFO_FILE as SCRATCH_INFO
-from stages.train_head import INFO_FILE as HEAD_INFO
+from stages.paths import FINETUNE_INFO_FILE, HEAD_INFO_FILE, SCRATCH_INFO_FILE, Layout
 
 COLUMNS = ["task", "method", "features", "backbone", "backbone_run", "shots", "test_accuracy", "val_accuracy",
            "macro_f1", "n_train", "n_test", "seconds",
@@ -23,10 +20,10 @@ BACKBONE_RUN = {"head": "no", "reference": "no", "prototype": "no", "finetune": 
 
 def _seconds(layout: Layout, name: str) -> dict:
     """Training seconds per metrics kind of one task."""
-    head_info = json.loads((layout.head(name) / HEAD_INFO).read_text())
-    scratch = layout.scratch(name) / SCRATCH_INFO
+    head_info = json.loads((layout.head(name) / HEAD_INFO_FILE).read_text())
+    scratch = layout.scratch(name) / SCRATCH_INFO_FILE
     return {"head": head_info["seconds"], "reference": head_info["reference"]["seconds"],
-            "finetune": json.loads((layout.finetune(name) / FT_INFO).read_text()).get("seconds"),
+            "finetune": json.loads((layout.finetune(name) / FINETUNE_INFO_FILE).read_text()).get("seconds"),
             "scratch": json.loads(scratch.read_text()).get("seconds") if scratch.is_file() else None}
 
 

@@ -13,12 +13,11 @@ import pandas as pd
 from stages import cli, heads, reference
 from stages import params as P
 from stages.atomic import write_csv, write_json
-from stages.features import load_features
-from stages.paths import Layout
+from stages.feature_store import load_features
+from stages.paths import HEAD_FILE, REFERENCE_FILE, SWEEP_FILE, Layout
+from stages.paths import HEAD_INFO_FILE as INFO_FILE
 from stages.tasks import select
 
-HEAD_FILE, INFO_FILE, REFERENCE_FILE = "head.safetensors", "head.json", "reference.safetensors"
-SWEEP_FILE = "sweep.csv"
 SWEEP_COLUMNS = ["config", "kind", "optimizer", "lr", "weight_decay", "C", "val_accuracy"]
 
 

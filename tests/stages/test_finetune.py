@@ -26,6 +26,7 @@ from stages import (
     scratch,
     train_head,
     trainer,
+    whole_network,
 )
 from stages.errors import PipelineError
 from stages.params import Backbone, Dataset, Evaluate, FeatureSet, Finetune, Head, Task, parse
@@ -67,7 +68,8 @@ def test_lpft_starts_from_the_trained_head(project):
     layout, manifest = project
     feats, index = features.load_features("f", layout.root)
     head = heads.load(layout.head("lpft") / train_head.HEAD_FILE)
-    model, trunk_params, head_params = finetune._model(layout.backbone("bb"), layout.head("lpft"), "lpft", 3)
+    model, trunk_params, head_params = whole_network.finetune_model(layout.backbone("bb"), layout.head("lpft"),
+                                                                    "lpft", 3)
     assert len(head_params) == 2 and len(trunk_params) > 10
     info = backbones.read_info(layout.backbone("bb"))
     x = _images(manifest, info.preprocessing)
@@ -89,7 +91,7 @@ def test_lpft_starts_from_the_trained_head(project):
     assert (np.abs(ft_logits - head_on_cache) <= cache_bound).all()
     assert (ft_logits.argmax(1) == head_on_cache.argmax(1)).mean() >= 0.9
 
-    fresh, _, _ = finetune._model(layout.backbone("bb"), layout.head("lpft"), "full", 3)
+    fresh, _, _ = whole_network.finetune_model(layout.backbone("bb"), layout.head("lpft"), "full", 3)
     with torch.no_grad():  # a new head (mode full) is far outside those bounds: the check can fail
         assert not (np.abs(fresh.eval()(x).numpy() - head_on_cache) <= cache_bound).all()
 
@@ -159,9 +161,9 @@ class MemoryStore:
 
 def _train_run(layout, cfg: Finetune, store, task: Task = LPFT, mode: str = "lpft"):
     """A fresh LP-FT model trained with the finetune stage's recipe; -> (model, stats)."""
-    imgs = finetune.task_images("lpft", task, 0, layout)
+    imgs = whole_network.task_images("lpft", task, 0, layout)
     torch.manual_seed(0)
-    model, trunk, top = finetune._model(imgs.backbone, layout.head("lpft"), mode, len(imgs.classes))
+    model, trunk, top = whole_network.finetune_model(imgs.backbone, layout.head("lpft"), mode, len(imgs.classes))
     groups = [{"params": trunk, "lr": cfg.lr * cfg.backbone_lr_mult}, {"params": top, "lr": cfg.lr}]
     pre = backbones.read_info(imgs.backbone).preprocessing
 
@@ -170,7 +172,7 @@ def _train_run(layout, cfg: Finetune, store, task: Task = LPFT, mode: str = "lpf
                                                                                  else "none"))
         return DataLoader(ds, batch_size=cfg.batch_size, shuffle=train, generator=torch.Generator().manual_seed(0))
 
-    rec = finetune.recipe(cfg, 0, imgs)
+    rec = whole_network.recipe(cfg, 0, imgs)
     stats = trainer.fit_recipe(model, groups, loader(imgs.part("train"), True), rec, CPU,
                                val=loader(imgs.part("val"), False) if rec.patience else None,
                                frozen=model[0], store=store)
@@ -186,7 +188,7 @@ def test_freeze_then_unfreeze_and_resume_without_refreezing(project):
     cfg = Finetune(epochs=3, batch_size=8, lr=1e-3, freeze_epochs=1, freeze_norm=False, augment="light")
     store = MemoryStore()
     model, stats = _train_run(layout, cfg, store)
-    init = finetune._model(layout.backbone("bb"), layout.head("lpft"), "lpft", 3)[0].state_dict()
+    init = whole_network.finetune_model(layout.backbone("bb"), layout.head("lpft"), "lpft", 3)[0].state_dict()
     first, second, last = (s["model"] for s in store.saved)
     assert [s["frozen"] for s in store.saved] == [True, False, False]
     assert [s["epoch"] for s in store.saved] == [1, 2, 3]
@@ -223,7 +225,7 @@ def test_early_stopping_keeps_the_best_epoch(project):
 
 def test_a_changed_config_never_resumes_from_a_stale_checkpoint(project, monkeypatch):
     layout, _ = project
-    monkeypatch.setattr(finetune.checkpoints.Checkpoint, "clear", lambda self: None)  # keep them all
+    monkeypatch.setattr(whole_network.checkpoints.Checkpoint, "clear", lambda self: None)  # keep them all
     ckpts = layout.checkpoints("lpft", "finetune")
     first = finetune.run("lpft", LPFT, FT, 0, layout, CPU)
     preds = pd.read_parquet(layout.finetune("lpft") / finetune.PREDICTIONS_FILE)
@@ -243,18 +245,19 @@ def test_a_changed_config_never_resumes_from_a_stale_checkpoint(project, monkeyp
 
 def test_balanced_class_weights_and_validation(project):
     layout, _ = project
-    imgs = finetune.task_images("lpft", LPFT, 0, layout)
+    imgs = whole_network.task_images("lpft", LPFT, 0, layout)
     train = imgs.part("train")
     drop = train.index[train["y"] == 0][:4]  # make class 0 rare
-    imbalanced = finetune.TaskImages(imgs.name, imgs.rows.drop(drop), imgs.classes, imgs.backbone)
+    imbalanced = whole_network.TaskImages(imgs.name, imgs.rows.drop(drop), imgs.classes, imgs.backbone)
     y = imbalanced.part("train")["y"].to_numpy()
-    rec = finetune.recipe(Finetune(class_weight="balanced"), 0, imbalanced)
+    rec = whole_network.recipe(Finetune(class_weight="balanced"), 0, imbalanced)
     want = compute_class_weight("balanced", classes=np.arange(3), y=y)
     assert np.allclose(rec.class_weights, want) and rec.class_weights[0] > 1 > rec.class_weights[1]
-    assert finetune.recipe(Finetune(), 0, imbalanced).class_weights is None
-    no_val = finetune.TaskImages(imgs.name, imgs.rows[imgs.rows["split"] != "val"], imgs.classes, imgs.backbone)
+    assert whole_network.recipe(Finetune(), 0, imbalanced).class_weights is None
+    no_val = whole_network.TaskImages(imgs.name, imgs.rows[imgs.rows["split"] != "val"], imgs.classes,
+                                      imgs.backbone)
     with pytest.raises(PipelineError, match="finetune.patience"):
-        finetune.recipe(Finetune(patience=2), 0, no_val)
+        whole_network.recipe(Finetune(patience=2), 0, no_val)
     with pytest.raises(PipelineError, match="finetune.freeze_epochs"):
         parse({**SMALL_PARAMS, "finetune": {**SMALL_PARAMS["finetune"], "freeze_epochs": 1}})
     with pytest.raises(PipelineError, match="finetune.augment"):
