@@ -85,7 +85,7 @@ def details(r: dict) -> list[str]:
                        f"(speedup {g('speedup_single_thread', float('nan')):.1f}×)")
     elif name == "extraction":
         ips = {k: r[k]["images_per_second"] for k in ("baseline", "ours", "model_only", "model_only_naive",
-                                                      "ours_float32", "ours_batch_32", "ours_num_workers_0")
+                                                      "ours_float32", "ours_batch_32", "ours_num_workers_2")
                if k in r}
         out.append("- images/s: " + ", ".join(f"{k} {v:.2f}" for k, v in ips.items()))
         if g("agreement"):
@@ -107,9 +107,10 @@ def details(r: dict) -> list[str]:
             if i:
                 out.append(f"- {side} train_head: stages.heads.train {i['heads_train_seconds']:.2f} s, "
                            f"scikit-learn reference {i['reference_fit_seconds']:.2f} s")
-        if g("projected_speedup_at_issue_n"):
-            proj = r["projected_speedup_at_issue_n"]
-            out.append(f"- projected at {proj['n']} images: ≤ {proj['speedup']:.1f}× ({proj['how']})")
+        for side in ("baseline", "ours"):
+            if r[side].get("stage_seconds"):
+                out.append(f"- {side} seconds per stage: "
+                           + ", ".join(f"{k} {v:.1f}" for k, v in r[side]["stage_seconds"].items()))
     elif name == "head_sweep":
         out.append(f"- {r['ours']['heads']} heads together {r['ours']['seconds']:.3f} s, one after another "
                    f"{r['baseline']['seconds']:.3f} s, one head alone {r['one_head']['seconds']:.3f} s: "
