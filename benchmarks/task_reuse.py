@@ -79,7 +79,8 @@ def run(work: Path, quick: bool = False) -> dict:
     # --quick (a smoke run) stops at train_head: 5 + 2 stage processes instead of 10 + 6 + 6
     base_s, base_stages, _ = repro(repo, env, "train_head@digits" if quick else None)
     meta = json.loads((repo / "data" / "features" / "gen-bb" / "meta.json").read_text())
-    assert meta["extracted"] == c["n"], meta
+    run = json.loads((repo / "data" / "features" / "gen-bb.run.json").read_text())
+    assert run["extracted"] == c["n"], run
 
     params2 = copy.deepcopy(params)
     bin_s, bin_stages = None, {}
@@ -120,7 +121,7 @@ def run(work: Path, quick: bool = False) -> dict:
         "baseline": {"seconds": base_s, "stages_run": list(base_stages), "stage_seconds": base_stages,
                      "description": f"first `dvc repro` of a fresh repo with one task ('digits', all 10 classes): "
                                     f"every stage, including extracting {c['n']} images",
-                     "features_stage_seconds": float(meta["seconds"]), "images_extracted": meta["extracted"],
+                     "features_stage_seconds": float(run["seconds"]), "images_extracted": run["extracted"],
                      "features_compute_dtype": meta["key"]["compute_dtype"],
                      "train_head_internals": internals("digits")},
         "ours": {"seconds": ours_s, "stages_run": list(ours_stages), "stage_seconds": ours_stages,

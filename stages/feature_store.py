@@ -93,6 +93,22 @@ def write(out_dir: Path, index: pd.DataFrame, shards: list[dict], meta: dict) ->
             stale.unlink()
 
 
+def run_path(set_dir: Path) -> Path:
+    """<set>.run.json beside the set's folder: what the set's last run did (store, executor, extracted, reused,
+    imported, seconds). Outside the folder, which holds only what the numbers depend on, so the stages that
+    read the set do not re-run when a run merely found its rows in the store, or took other seconds."""
+    set_dir = Path(set_dir)
+    return set_dir.with_name(set_dir.name + ".run.json")
+
+
+def write_run(set_dir: Path, run: dict) -> None:
+    write_json(run_path(set_dir), run)
+
+
+def read_run(set_dir: Path) -> dict:
+    return json.loads(run_path(set_dir).read_text())
+
+
 def read_meta(set_dir: Path) -> dict:
     path = Path(set_dir) / META
     if not path.is_file():

@@ -125,9 +125,10 @@ def _extract(trunk: torch.nn.Module, data: DataLoader, device: torch.device, dty
 
 
 def _loader(paths: np.ndarray, pre: dict, fs: P.FeatureSet, device: torch.device) -> DataLoader:
+    """One pass over the images: the workers (if any) end with it, not whenever the loader is collected."""
     ds = images.ImageFiles(paths, [0] * len(paths), images.transform(pre))
     return DataLoader(ds, batch_size=fs.batch_size, num_workers=fs.num_workers,
-                      pin_memory=device.type == "cuda", persistent_workers=fs.num_workers > 0)
+                      pin_memory=device.type == "cuda")
 
 
 def _to_extract(ids: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -217,15 +218,15 @@ def _run(name: str, fs: P.FeatureSet, manifest: pd.DataFrame, backbone_dir: Path
             index = feature_store.StoreIndex(index.chunks + new, info.feature_dim)
         shards = _assemble(out_dir, index, ids)
         meta = {"featureset": name, "dataset": fs.dataset, "backbone": fs.backbone, "key": key,
-                "key_hash": feature_store.key_hash(key), "dim": info.feature_dim, "dtype": "float16",
-                "store": str(cache.dir), "executor": fs.executor,
-                "scheduler": getattr(executor, "scheduler", None), "extracted": int(len(todo)),
-                "reused": int(found.sum()), "imported": imported,
-                "seconds": round(time.perf_counter() - start, 3), "images_per_second": rate}
+                "key_hash": feature_store.key_hash(key), "dim": info.feature_dim, "dtype": "float16"}
         feature_store.write(out_dir, manifest[["image_id", "label", "split", "sha256"]].reset_index(drop=True),
                             shards, meta)
-    return FeaturesResult(len(ids), info.feature_dim, meta["seconds"], meta["key_hash"], meta["extracted"],
-                          meta["reused"])
+        run = {"store": str(cache.dir), "executor": fs.executor, "scheduler": getattr(executor, "scheduler", None),
+               "extracted": int(len(todo)), "reused": int(found.sum()), "imported": imported,
+               "seconds": round(time.perf_counter() - start, 3), "images_per_second": rate}
+        feature_store.write_run(out_dir, run)
+    return FeaturesResult(len(ids), info.feature_dim, run["seconds"], meta["key_hash"], run["extracted"],
+                          run["reused"])
 
 
 def _main(params: P.Params, name: str) -> str:

@@ -45,6 +45,10 @@ class Layout:
     def features(self, featureset: str) -> Path:
         return self.root / "data" / "features" / featureset
 
+    def features_run(self, featureset: str) -> Path:
+        """What the features stage's last run did (stages.feature_store.run_path): a DVC metric."""
+        return self.root / "data" / "features" / f"{featureset}.run.json"
+
     def task(self, task: str) -> Path:
         return self.root / "models" / "tasks" / task
 

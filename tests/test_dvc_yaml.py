@@ -57,7 +57,8 @@ def expected() -> dict[str, dict]:
                                     "params": {f"pretrain.{name}", "seed"}}
     for name, fs in P.features.items():
         assert fs.backbone in models
-        want[f"features@{name}"] = {"outs": {rel(L.features(name))},
+        want[f"features@{name}"] = {"outs": {rel(L.features(name)), rel(L.features_run(name))},
+                                    "metrics": {rel(L.features_run(name))},
                                     "deps": {rel(L.prepared(fs.dataset)), rel(L.backbone(fs.backbone))},
                                     "params": {f"features.{name}"}}
     for name, task in P.tasks.items():

@@ -7,7 +7,6 @@ stage back from DVC's shared run-cache. This is the README's "Scale out" recipe,
 from __future__ import annotations
 
 import copy
-import json
 import re
 import shutil
 import subprocess
@@ -40,7 +39,9 @@ def chunks(store: Path) -> list[Path]:
 
 
 def meta(repo: Path, name: str) -> dict:
-    return json.loads((repo / "data" / "features" / name / feature_store.META).read_text())
+    """The set's meta.json and its last run's record (<set>.run.json)."""
+    set_dir = repo / "data" / "features" / name
+    return {**feature_store.read_meta(set_dir), **feature_store.read_run(set_dir)}
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def test_flow_on_a_dask_cluster_shards_extraction_onto_it(prefect_api, tmp_path)
         address = cluster.scheduler_address
     assert state.is_completed(), state.message
 
-    meta = json.loads((repo / "data" / "features" / "digits-random" / "meta.json").read_text())
-    assert (meta["executor"], meta["scheduler"], meta["extracted"]) == ("dask", address, 1797)
+    run = json.loads((repo / "data" / "features" / "digits-random.run.json").read_text())
+    assert (run["executor"], run["scheduler"], run["extracted"]) == ("dask", address, 1797)
     shards = {p.name.split("-")[3] for p in store.glob("*/chunk-*.bin")}
     assert shards == {"00000", "00001", "00002"}  # 1797 images in shards of 700

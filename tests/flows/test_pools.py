@@ -108,8 +108,8 @@ def test_stages_run_on_gpu_and_cpu_pools_through_a_dvc_remote(server, tmp_path):
 
     # The backbone ran on the gpu machine only; the cpu machine got the feature set from the remote's run-cache.
     assert list((tmp_path / "gpu").glob("*/chunk-*.bin")) and not list((tmp_path / "cpu").glob("*/chunk-*.bin"))
-    meta = json.loads((cpu_repo / "data" / "features" / "digits-random" / "meta.json").read_text())
-    assert meta["extracted"] == 1797 and str(tmp_path / "gpu") in meta["store"]
+    run = json.loads((cpu_repo / "data" / "features" / "digits-random.run.json").read_text())
+    assert run["extracted"] == 1797 and str(tmp_path / "gpu") in run["store"]
     for task in ("fewshot", "parity"):
         metrics = json.loads((cpu_repo / "results" / task / "metrics.json").read_text())
         assert 0 <= metrics["head"]["test_accuracy"] <= 1

@@ -50,11 +50,13 @@ def manifest(layout: Layout, dataset: str = "tiny") -> pd.DataFrame:
 
 
 def extract(layout: Layout, store: Path | None, name: str = "f", fs: FeatureSet = FS, **kw):
-    """Run the features stage for `name` in `layout`; (result, meta.json, features as a plain array)."""
+    """Run the features stage for `name` in `layout`; (result, meta.json with the run's record, features as a
+    plain array)."""
     res = features.run(name, fs, manifest(layout, fs.dataset), layout.backbone(fs.backbone),
                        layout.features(name), CPU, store=store, **kw)
     feats, _ = features.load_features(name, layout.root)
-    return res, feature_store.read_meta(layout.features(name)), np.array(feats)
+    meta = {**feature_store.read_meta(layout.features(name)), **feature_store.read_run(layout.features(name))}
+    return res, meta, np.array(feats)
 
 
 def chunk_files(store: Path) -> list[Path]:

@@ -89,7 +89,12 @@ def test_rerun_is_bit_identical(project, tmp_path):
     a, _ = feature_store.read(layout.features("f32"), verify=True)
     b, _ = feature_store.read(again, verify=True)
     assert a.tobytes() == b.tobytes()
-    assert res2.key_hash == res.key_hash
+    assert res2.key_hash == res.key_hash and (res.extracted, res2.extracted, res2.reused) == (40, 0, 40)
+    # every file of the set is the same bytes whether its run extracted or reused: DVC sees no change
+    files = sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(layout.features("f32")) for p in layout.features("f32").rglob("*")
+                           if p.is_file())
+    assert all((again / f).read_bytes() == (layout.features("f32") / f).read_bytes() for f in files)
 
 
 def test_meta_holds_the_key(project):
@@ -106,7 +111,11 @@ def test_meta_holds_the_key(project):
     assert meta["key_hash"] == feature_store.key_hash(key) == res.key_hash
     assert (meta["n"], meta["dim"], meta["dataset"], meta["backbone"]) == (40, 512, "tiny", "bb32")
     assert sum(s["rows"] for s in meta["shards"]) == 40
-    assert (meta["extracted"], meta["reused"]) == (40, 0)
+    # what the run did is beside the set, not in it: a re-run that only reuses rows leaves the set's bytes alone
+    assert not {"extracted", "reused", "seconds", "store", "executor"} & set(meta)
+    run = json.loads(layout.features_run("f32").read_text())
+    assert layout.features_run("f32") == feature_store.run_path(layout.features("f32"))
+    assert (run["extracted"], run["reused"], run["executor"]) == (40, 0, "local") and run["seconds"] > 0
 
 
 def test_other_preprocessing_other_key(project, tmp_path):

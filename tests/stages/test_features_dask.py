@@ -42,7 +42,7 @@ def extract(proj, name, fs, store, device=CPU, manifest=None):
     out = store.parent / "sets" / name
     features.run(name, fs, manifest, proj.backbone("bb32"), out, device, store=store, chunk_rows=3)
     feats, index = feature_store.read(out, verify=True)
-    return np.array(feats), index, feature_store.read_meta(out)
+    return np.array(feats), index, {**feature_store.read_meta(out), **feature_store.read_run(out)}
 
 
 @pytest.fixture(scope="module")
