@@ -6,7 +6,10 @@ import torch
 from stages.errors import PipelineError
 
 
-def resolve(spec: str = "auto") -> torch.device:
+def resolve(spec: str | torch.device = "auto") -> torch.device:
+    """params' device spec -> a torch.device; a torch.device passes through (callers take either)."""
+    if isinstance(spec, torch.device):
+        return spec
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -333,10 +333,9 @@ class ChunkStore:
         sets a `dvc pull` brought from a machine whose store this one lacks. -> set name: rows imported."""
         imported, missing = {}, np.unique(wanted)
         for set_dir in set_dirs:
-            meta_file = Path(set_dir) / META
-            if not len(missing) or not meta_file.is_file():
+            if not len(missing) or not (Path(set_dir) / META).is_file():
                 continue
-            if json.loads(meta_file.read_text()).get("key_hash") != self.dir.name:
+            if read_meta(set_dir).get("key_hash") != self.dir.name:
                 continue
             feats, index = read(set_dir, verify=True)
             ids = image_ids(index["sha256"])

@@ -160,7 +160,7 @@ def run(name: str, fs: P.FeatureSet, manifest: pd.DataFrame, backbone_dir: Path,
             return _run(name, fs, manifest, backbone_dir, out_dir,
                         feature_shards.Executor(client, device, fs.precision),
                         store, chunk_rows)
-    device = devices.resolve(device) if isinstance(device, str) else device
+    device = devices.resolve(device)
     return _run(name, fs, manifest, backbone_dir, out_dir, LocalExecutor(device, fs.precision), store,
                 chunk_rows)
 

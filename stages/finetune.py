@@ -16,8 +16,6 @@ from stages.paths import Layout
 if TYPE_CHECKING:
     import torch
 
-INFO_FILE, WEIGHTS_FILE = paths.FINETUNE_INFO_FILE, paths.FINETUNE_WEIGHTS_FILE
-PREDICTIONS_FILE = paths.PREDICTIONS_FILE
 
 
 def run(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout,
@@ -28,7 +26,7 @@ def run(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout
     out_dir.mkdir(parents=True, exist_ok=True)
     if task.finetune == "none":
         info = {"task": task_name, "mode": "none"}
-        write_json(out_dir / INFO_FILE, info)
+        write_json(out_dir / paths.FINETUNE_INFO_FILE, info)
         return info
     from stages import whole_network  # torch, torchvision: only a task that fine-tunes loads them
 

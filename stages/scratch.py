@@ -16,8 +16,6 @@ from stages.paths import Layout
 if TYPE_CHECKING:
     import torch
 
-INFO_FILE, WEIGHTS_FILE = paths.SCRATCH_INFO_FILE, paths.SCRATCH_WEIGHTS_FILE
-PREDICTIONS_FILE = paths.PREDICTIONS_FILE
 
 
 def run(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout,
@@ -27,7 +25,7 @@ def run(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout
     out_dir.mkdir(parents=True, exist_ok=True)
     if not task.scratch:
         info = {"task": task_name, "method": "scratch", "ran": False}
-        write_json(out_dir / INFO_FILE, info)
+        write_json(out_dir / paths.SCRATCH_INFO_FILE, info)
         return info
     from stages import whole_network  # torch, torchvision: only a task that trains the baseline loads them
 

@@ -14,8 +14,7 @@ from stages import cli, heads, reference
 from stages import params as P
 from stages.atomic import write_csv, write_json
 from stages.feature_store import load_features
-from stages.paths import HEAD_FILE, REFERENCE_FILE, SWEEP_FILE, Layout
-from stages.paths import HEAD_INFO_FILE as INFO_FILE
+from stages.paths import HEAD_FILE, HEAD_INFO_FILE, REFERENCE_FILE, SWEEP_FILE, Layout
 from stages.tasks import select
 
 SWEEP_COLUMNS = ["config", "kind", "optimizer", "lr", "weight_decay", "C", "val_accuracy"]
@@ -52,7 +51,7 @@ def run(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: Path, out_di
     heads.save(head, out_dir / HEAD_FILE, {"classes": sel.classes})
     reference.save(ref_weights, out_dir / REFERENCE_FILE, ref)
     write_csv(out_dir / SWEEP_FILE, pd.DataFrame(sweep)[SWEEP_COLUMNS])
-    write_json(out_dir / INFO_FILE, info)
+    write_json(out_dir / HEAD_INFO_FILE, info)
     return HeadResult(val_acc, len(train), stats["seconds"])
 
 

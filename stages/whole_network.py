@@ -116,10 +116,6 @@ def run_summary(imgs: TaskImages, cfg: P.Finetune, stats: dict) -> dict:
             "best_epoch": stats["best_epoch"], "resumed_from_epoch": stats["resumed_from_epoch"]}
 
 
-def _device(spec: torch.device | str) -> torch.device:
-    return devices.resolve(spec) if isinstance(spec, str) else spec
-
-
 def finetune_model(backbone_dir: Path, head_dir: Path, mode: str, n_classes: int) -> tuple[nn.Module, list, list]:
     """(trunk + head, the trunk's parameters, the head's) of a fine-tune in `mode` (full or lpft)."""
     trunk, info = backbones.load_trunk(backbone_dir)
@@ -134,7 +130,7 @@ def finetune(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: L
              device: torch.device | str) -> dict:
     """Fine-tune the feature set's backbone on the task (task.finetune: full or lpft), predict val and test,
     write them, the weights and the info into layout.finetune(task_name) -> the info."""
-    device = _device(device)
+    device = devices.resolve(device)
     imgs = task_images(task_name, task, seed, layout)
     torch.manual_seed(seed)
     model, trunk_params, head_params = finetune_model(imgs.backbone, layout.head(task_name), task.finetune,
@@ -156,7 +152,7 @@ def scratch(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: La
             device: torch.device | str) -> dict:
     """Train the feature set's backbone architecture from a seeded random init on the task with the finetune
     recipe, predict val and test, write them, the weights and the info into layout.scratch(task_name)."""
-    device = _device(device)
+    device = devices.resolve(device)
     imgs = task_images(task_name, task, seed, layout)
     arch = backbones.read_info(imgs.backbone).arch
     torch.manual_seed(seed)

@@ -22,6 +22,7 @@ from stages import (
     finetune,
     heads,
     images,
+    paths,
     prepare,
     scratch,
     train_head,
@@ -68,7 +69,7 @@ def _images(manifest: pd.DataFrame, pre: dict) -> torch.Tensor:
 def test_lpft_starts_from_the_trained_head(project):
     layout, manifest = project
     feats, index = features.load_features("f", layout.root)
-    head = heads.load(layout.head("lpft") / train_head.HEAD_FILE)
+    head = heads.load(layout.head("lpft") / paths.HEAD_FILE)
     model, trunk_params, head_params = whole_network.finetune_model(layout.backbone("bb"), layout.head("lpft"),
                                                                     "lpft", 3)
     assert len(head_params) == 2 and len(trunk_params) > 10
@@ -103,7 +104,7 @@ def test_finetune_and_evaluate(project):
     out = layout.finetune("lpft")
     assert info["mode"] == "lpft" and info["classes"] == ["0", "1", "2"]
     assert len(info["train_loss"]) == 1 and np.isfinite(info["train_loss"][0])
-    tuned = load_file(out / finetune.WEIGHTS_FILE)
+    tuned = load_file(out / paths.FINETUNE_WEIGHTS_FILE)
     start = load_file(layout.backbone("bb") / backbones.WEIGHTS_FILE)
     assert not torch.equal(tuned["0.conv1.weight"], start["conv1.weight"])  # the backbone was trained too
 
@@ -122,7 +123,7 @@ def test_finetune_and_evaluate(project):
             assert 0.0 <= m[k] <= 1.0
     assert on_disk["finetune"]["mode"] == "lpft"
 
-    preds = pd.read_parquet(out / finetune.PREDICTIONS_FILE)
+    preds = pd.read_parquet(out / paths.PREDICTIONS_FILE)
     test = preds[preds["split"] == "test"]
     assert on_disk["finetune"]["test_accuracy"] == pytest.approx((test["pred"] == test["y"]).mean(), abs=1e-6)
     assert set(preds["image_id"]) == set(used.loc[used["split"] != "train", "image_id"])
@@ -139,7 +140,7 @@ def test_finetune_none_is_recorded_and_evaluated_as_head_only(project):
     layout, _ = project
     info = finetune.run("plain", NONE, FT, 0, layout, CPU)
     assert info == {"task": "plain", "mode": "none"}
-    assert not (layout.finetune("plain") / finetune.WEIGHTS_FILE).exists()
+    assert not (layout.finetune("plain") / paths.FINETUNE_WEIGHTS_FILE).exists()
     metrics = evaluate.run("plain", NONE, Evaluate(normalize_confusion=True), 0, layout)
     assert set(metrics) == {"head", "reference", "prototype"}
 
@@ -229,11 +230,11 @@ def test_a_changed_config_never_resumes_from_a_stale_checkpoint(project, monkeyp
     monkeypatch.setattr(whole_network.checkpoints.Checkpoint, "clear", lambda self: None)  # keep them all
     ckpts = layout.checkpoints("lpft", "finetune")
     first = finetune.run("lpft", LPFT, FT, 0, layout, CPU)
-    preds = pd.read_parquet(layout.finetune("lpft") / finetune.PREDICTIONS_FILE)
+    preds = pd.read_parquet(layout.finetune("lpft") / paths.PREDICTIONS_FILE)
     [key] = [p.name for p in ckpts.iterdir()]
     again = finetune.run("lpft", LPFT, FT, 0, layout, CPU)  # the same run: it finds its finished state
     assert first["resumed_from_epoch"] is None and again["resumed_from_epoch"] == FT.epochs
-    pd.testing.assert_frame_equal(pd.read_parquet(layout.finetune("lpft") / finetune.PREDICTIONS_FILE), preds)
+    pd.testing.assert_frame_equal(pd.read_parquet(layout.finetune("lpft") / paths.PREDICTIONS_FILE), preds)
     for changed in (FT.model_copy(update={"lr": 2e-3}), FT.model_copy(update={"augment": "light"})):
         info = finetune.run("lpft", LPFT, changed, 0, layout, CPU)
         assert info["resumed_from_epoch"] is None, changed
@@ -289,7 +290,7 @@ def test_scratch_trains_the_architecture_from_random_init_and_is_evaluated(proje
     task = LPFT.model_copy(update={"scratch": True})
     info = scratch.run("lpft", task, FT, 0, layout, CPU)
     assert info["ran"] and info["arch"] == "resnet18" and info["resumed_from_epoch"] is None
-    weights = load_file(layout.scratch("lpft") / scratch.WEIGHTS_FILE)
+    weights = load_file(layout.scratch("lpft") / paths.SCRATCH_WEIGHTS_FILE)
     assert weights["fc.weight"].shape == (3, 512)  # the architecture, sized to the task's classes
     torch.manual_seed(0)
     init = backbones.build("resnet18", 3).state_dict()
@@ -302,12 +303,12 @@ def test_scratch_trains_the_architecture_from_random_init_and_is_evaluated(proje
     assert set(metrics) == {"head", "reference", "prototype", "scratch"}
     used = manifest[manifest["label"].isin(["0", "1", "2"])]
     assert metrics["scratch"]["n_train"] == info["n_train"] == (used["split"] == "train").sum()
-    preds = pd.read_parquet(layout.scratch("lpft") / scratch.PREDICTIONS_FILE)
+    preds = pd.read_parquet(layout.scratch("lpft") / paths.PREDICTIONS_FILE)
     test = preds[preds["split"] == "test"]
     assert metrics["scratch"]["test_accuracy"] == pytest.approx((test["pred"] == test["y"]).mean(), abs=1e-6)
 
     finetune.run("plain", NONE, FT, 0, layout, CPU)
     skipped = scratch.run("plain", NONE, FT, 0, layout, CPU)
     assert skipped == {"task": "plain", "method": "scratch", "ran": False}
-    assert not (layout.scratch("plain") / scratch.WEIGHTS_FILE).exists()
+    assert not (layout.scratch("plain") / paths.SCRATCH_WEIGHTS_FILE).exists()
     assert "scratch" not in evaluate.run("plain", NONE, Evaluate(), 0, layout)

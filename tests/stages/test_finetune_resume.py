@@ -20,7 +20,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from stages import features, finetune, train_head
+from stages import features, finetune, paths, train_head
 from stages.params import FeatureSet, Head, parse
 from tests.conftest import ENV, REPO
 
@@ -58,9 +58,9 @@ def _start(root: Path) -> subprocess.Popen:
 
 
 def _outputs(out_dir: Path, stdout: str = "") -> dict:
-    return {"stdout": stdout, "info": json.loads((out_dir / finetune.INFO_FILE).read_text()),
-            "preds": pd.read_parquet(out_dir / finetune.PREDICTIONS_FILE),
-            "weights": load_file(out_dir / finetune.WEIGHTS_FILE)}
+    return {"stdout": stdout, "info": json.loads((out_dir / paths.FINETUNE_INFO_FILE).read_text()),
+            "preds": pd.read_parquet(out_dir / paths.PREDICTIONS_FILE),
+            "weights": load_file(out_dir / paths.FINETUNE_WEIGHTS_FILE)}
 
 
 def _accuracy(preds: pd.DataFrame, split: str) -> float:
@@ -85,7 +85,7 @@ def test_killed_finetune_resumes_to_the_same_result(project):
     os.kill(proc.pid, signal.SIGKILL)  # as soon as the first checkpoint exists: mid-way through a later epoch
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (project.finetune(TASK) / finetune.PREDICTIONS_FILE).exists()
+    assert not (project.finetune(TASK) / paths.PREDICTIONS_FILE).exists()
     [saved] = list(ckpt_root.glob("*/last.pt"))
     killed_at = torch.load(saved, map_location="cpu", weights_only=True)["epoch"]
     assert 1 <= killed_at < FT["epochs"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import evaluate, features, finetune, report, scratch, train_head
+from stages import evaluate, features, finetune, paths, report, scratch, train_head
 from stages.params import parse
 
 from .conftest import subset_imagefolder, tiny_layout
@@ -48,7 +48,7 @@ def test_report_shows_every_method_and_whether_it_ran_the_backbone(built):
     for method, kind in (("head", "head"), ("lpft", "finetune"), ("scratch", "scratch")):
         assert few.loc[method, "test_accuracy"] == pytest.approx(metrics[kind]["test_accuracy"])
         assert few.loc[method, "n_train"] == 9  # 3 shots x 3 classes
-    info = json.loads((layout.scratch("few") / scratch.INFO_FILE).read_text())
+    info = json.loads((layout.scratch("few") / paths.SCRATCH_INFO_FILE).read_text())
     assert few.loc["scratch", "seconds"] == pytest.approx(info["seconds"]) and info["seconds"] > 0
     plain = table[table["task"] == "plain"]
     assert list(plain["method"]) == ["head", "reference", "prototype"] and set(plain["backbone_run"]) == {"no"}

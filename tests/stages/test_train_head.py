@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import backbone, evaluate, features, finetune, heads, prepare, train_head
+from stages import backbone, evaluate, features, finetune, heads, paths, prepare, train_head
 from stages.params import Backbone, Dataset, Evaluate, FeatureSet, Finetune, Head, Task
 from stages.paths import Layout
 from stages.tasks import select
@@ -43,9 +43,9 @@ def _split(layout: Layout, name: str):
 
 def test_sweep_keeps_the_first_best_head_on_val_and_records_all(layout):
     res = train_head.run("t", TASK, SWEEP, 0, layout.root, layout.head("t"))
-    info = json.loads((layout.head("t") / train_head.INFO_FILE).read_text())
+    info = json.loads((layout.head("t") / paths.HEAD_INFO_FILE).read_text())
     grid = SWEEP.grid()
-    sweep = pd.read_csv(layout.head("t") / train_head.SWEEP_FILE)
+    sweep = pd.read_csv(layout.head("t") / paths.SWEEP_FILE)
     assert list(sweep.columns) == train_head.SWEEP_COLUMNS
     assert [(r["kind"], r["lr"], r["weight_decay"]) for r in info["sweep"]] == [
         (c.kind, c.lr, c.weight_decay) for c in grid]
@@ -62,7 +62,7 @@ def test_sweep_keeps_the_first_best_head_on_val_and_records_all(layout):
     # the saved head is that config trained alone (up to float32 rounding), and scores as recorded on val
     x, y = _split(layout, "train")
     x_val, y_val = _split(layout, "val")
-    saved = heads.load(layout.head("t") / train_head.HEAD_FILE)
+    saved = heads.load(layout.head("t") / paths.HEAD_FILE)
     alone, _ = heads.train(x, y, 4, grid[best], seed=0)
     np.testing.assert_allclose(heads.predict(saved, x_val), heads.predict(alone, x_val), rtol=1e-4, atol=1e-4)
     for row, cfg in zip(info["sweep"], grid, strict=True):
@@ -74,19 +74,19 @@ def test_evaluate_publishes_the_sweep(layout):
     train_head.run("t", TASK, SWEEP, 0, layout.root, layout.head("t"))
     finetune.run("t", TASK, Finetune(), 0, layout, torch.device("cpu"))  # finetune: none, recorded only
     evaluate.run("t", TASK, Evaluate(), 0, layout)
-    published = pd.read_csv(layout.results("t") / train_head.SWEEP_FILE)
-    pd.testing.assert_frame_equal(published, pd.read_csv(layout.head("t") / train_head.SWEEP_FILE))
+    published = pd.read_csv(layout.results("t") / paths.SWEEP_FILE)
+    pd.testing.assert_frame_equal(published, pd.read_csv(layout.head("t") / paths.SWEEP_FILE))
     assert len(published) == len(SWEEP.grid())
 
 
 def test_single_head_path_is_heads_train(layout):
     single = SWEEP.model_copy(update={"sweep": None, "lr": 0.01})
     train_head.run("one", TASK, single, 0, layout.root, layout.head("one"))
-    info = json.loads((layout.head("one") / train_head.INFO_FILE).read_text())
+    info = json.loads((layout.head("one") / paths.HEAD_INFO_FILE).read_text())
     assert info["hyperparameters"] == single.model_dump()
     assert [r["config"] for r in info["sweep"]] == [info["selected"]] == ["linear lr=0.01 wd=0.0001"]
     x, y = _split(layout, "train")
     alone, _ = heads.train(x, y, 4, single, seed=0)
-    saved = heads.load(layout.head("one") / train_head.HEAD_FILE)
+    saved = heads.load(layout.head("one") / paths.HEAD_FILE)
     for k, v in alone.state_dict().items():
         assert torch.equal(saved.state_dict()[k], v), k  # bit for bit: no sweep machinery involved
