@@ -7,8 +7,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # frames arrive from callers; validate / finetune / scratch need not import pandas (0.4 s)
+    import pandas as pd
 
 
 @contextmanager

@@ -20,9 +20,9 @@ from tests.conftest import ENV, REPO, SMALL_PARAMS
 HEAVY = ("torch", "torchvision", "sklearn")
 
 
-def loaded_after(code: str, cwd=REPO) -> tuple[list[str], str]:
-    """Run `code` in a fresh interpreter -> (which of HEAVY it left loaded, what it printed before that)."""
-    probe = f"\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+def loaded_after(code: str, cwd=REPO, watch: tuple[str, ...] = HEAVY) -> tuple[list[str], str]:
+    """Run `code` in a fresh interpreter -> (which of `watch` it left loaded, what it printed before that)."""
+    probe = f"\nimport sys\nprint(sorted(m for m in {watch!r} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code + probe], cwd=cwd, env={**ENV, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -33,6 +33,16 @@ def loaded_after(code: str, cwd=REPO) -> tuple[list[str], str]:
 @pytest.mark.parametrize("module", ["report", "validate"])
 def test_stage_without_a_network_imports_none(module):
     assert loaded_after(f"import stages.{module}")[0] == []
+
+
+def test_validate_runs_without_pandas(tmp_path):
+    """validate re-runs on every params.yaml edit: it needs pydantic and yaml, not pandas (0.4 s of import)."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMALL_PARAMS, sort_keys=False))
+    loaded, printed = loaded_after("from stages import validate\nvalidate.main([])", cwd=tmp_path,
+                                   watch=(*HEAVY, "pandas"))
+    assert printed == "params.yaml is valid"
+    assert (Layout(tmp_path).params_ok).is_file()
+    assert loaded == []
 
 
 @pytest.mark.parametrize("module", ["train_head", "evaluate"])
@@ -51,10 +61,11 @@ NOTHING_TO_DO = {
 
 
 @pytest.mark.parametrize("stage", sorted(NOTHING_TO_DO))
-def test_stage_with_nothing_to_do_records_it_without_torch(tmp_path, stage):
+def test_stage_with_nothing_to_do_records_it_without_torch_or_pandas(tmp_path, stage):
     # SMALL_PARAMS' task parity neither fine-tunes nor trains from scratch; device cpu as in params
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMALL_PARAMS, sort_keys=False))
-    loaded, printed = loaded_after(f"from stages import {stage}\n{stage}.main(['parity'])", cwd=tmp_path)
+    loaded, printed = loaded_after(f"from stages import {stage}\n{stage}.main(['parity'])", cwd=tmp_path,
+                                   watch=(*HEAVY, "pandas"))
     record, line = NOTHING_TO_DO[stage]
     assert printed == line
     out_dir = getattr(Layout(tmp_path), stage)("parity")
