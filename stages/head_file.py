@@ -1,9 +1,9 @@
 """A saved feature head (stages.heads.save) read and applied with numpy alone.
 
 Evaluating a trained head is one standardisation and one or two small matrix products; doing it with
-stages.heads would import torch, which costs a fresh evaluate@<task> process about two seconds (measured:
-1.5-2.3 s of its 4.5 s on a 5-class task). The file holds FeatureHead's state_dict (mean, std, net.0.weight,
-net.0.bias and, for an mlp, net.2.weight, net.2.bias after a ReLU) and its config as json metadata."""
+stages.heads would import torch, which costs a fresh evaluate@<task> process 1.3-2.3 s (measured; see
+stages.evaluate). The file holds FeatureHead's state_dict (mean, std, net.0.weight, net.0.bias and, for an
+mlp, net.2.weight, net.2.bias after a ReLU) and its config as json metadata."""
 from __future__ import annotations
 
 import json
