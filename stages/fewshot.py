@@ -1,5 +1,8 @@
 """Very few labels: a training-free prototype head (SimpleShot), k-shot draws repeated over several sampling
-seeds (mean +- std), and test accuracy against shots per class (the data-efficiency curve)."""
+seeds (mean +- std), and test accuracy against shots per class (the data-efficiency curve).
+
+stages.heads (torch) is imported only by the functions that fit heads: evaluate@<task> uses the prototypes
+of every task, and a task without shot_seeds or efficiency_shots fits no head here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages import heads, reference
+from stages import reference
 from stages.atomic import atomic_path
 from stages.errors import PipelineError
 from stages.params import Head, Task
@@ -59,6 +62,8 @@ def fit_and_score(feats: np.ndarray, sel: Selection, head_cfg: Head, seed: int,
     n_classes = len(sel.classes)
     preds = {}
     if "head" in methods:  # the same method as train_head's: head.sweep's best on val, if there is a sweep
+        from stages import heads
+
         head = heads.fit_best(x, y, x_val, y_val, n_classes, head_cfg, seed).head
         preds["head"] = heads.predict(head, x_test).argmax(1)
     if "prototype" in methods:
@@ -73,6 +78,8 @@ def over_seeds(feats: np.ndarray, index: pd.DataFrame, task: Task, name: str, se
                head_cfg: Head, methods: tuple[str, ...] = METHODS) -> pd.DataFrame:
     """One k-shot draw per seed (stages.tasks.select with that seed), every method fitted on each draw ->
     a frame with seed, method, test_accuracy, n_train."""
+    from stages import heads
+
     rows = []
     with heads.one_thread():  # tiny fits, many of them
         for seed in seeds:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages import heads
+from stages import head_file, heads
 from stages.params import Head
 
 
@@ -289,3 +289,44 @@ def test_lbfgs_settings_are_checked(section, message):
 
     with pytest.raises(ValidationError, match=message):
         Head(**section)
+
+
+# --- stages.head_file: a saved head applied with numpy (what evaluate uses, without torch) -----------
+
+
+def _trained_heads(x, y):
+    """Heads as train_head saves them: adamw linear and mlp, one without standardisation, a sweep's mlp and
+    an L-BFGS probe."""
+    yield heads.train(x, y, 4, Head(kind="linear", epochs=5), seed=0)[0]
+    yield heads.train(x, y, 4, Head(kind="mlp", hidden_dim=16, epochs=5), seed=0)[0]
+    yield heads.train(x, y, 4, Head(kind="mlp", hidden_dim=16, epochs=5, standardize=False), seed=1)[0]
+    yield heads.train_sweep(x, y, 4, SWEEP.grid(), seed=0)[0][-1]
+    yield heads.train_lbfgs(x, y, 4, Head(optimizer="lbfgs", C=0.1))[0]
+
+
+def test_head_file_predicts_without_torch_as_the_torch_head(tmp_path):
+    """evaluate's numpy path: the same logits as heads.predict(heads.load(...)) up to float32 rounding."""
+    x, y = _blobs(30)
+    probe, _ = _blobs(20, seed=1)  # unseen points
+    kinds = []
+    for i, head in enumerate(_trained_heads(x, y)):
+        path = tmp_path / f"h{i}.safetensors"
+        heads.save(head, path, {"classes": list("abcd")})
+        want = heads.predict(heads.load(path), probe)
+        loaded = head_file.load(path)
+        got = head_file.predict(loaded, probe)
+        assert loaded.config == head.config and got.dtype == np.float32 and got.shape == want.shape
+        assert np.array_equal(got.argmax(1), want.argmax(1)), head.config
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+        kinds.append(head.config["kind"])
+    assert kinds.count("mlp") == 3
+
+
+def test_head_file_rejects_a_file_that_is_not_a_head(tmp_path):
+    from safetensors.numpy import save_file
+
+    from stages.errors import PipelineError
+
+    save_file({"mean": np.zeros(3, np.float32)}, tmp_path / "odd.safetensors", metadata={"config": "{}"})
+    with pytest.raises(PipelineError, match=r"odd\.safetensors: not a feature head .*re-run its train_head"):
+        head_file.load(tmp_path / "odd.safetensors")

@@ -1,19 +1,25 @@
 """Stages that never run a network start without loading one.
 
 Each DVC stage is a fresh process, and importing torch + torchvision costs seconds, scikit-learn more: report,
-validate and the finetune / scratch stages of a task with nothing to train must not pay for them, and the
-stages that read cached features must not load torchvision (the backbones) to do so. Checked in a fresh
-interpreter on this checkout (PYTHONPATH: the venv's editable install may point at another one), since
-this test process has them all loaded already."""
+validate, the finetune / scratch stages of a task with nothing to train and the evaluate stage of a task
+without shot seeds or an efficiency curve must not pay for them, and train_head, which reads cached features,
+must not load torchvision (the backbones) to do so. Checked in a fresh interpreter on this checkout
+(PYTHONPATH: the venv's editable install may point at another one), since this test process has them all
+loaded already."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
+from stages import params as P
 from stages.paths import Layout
 from tests.conftest import ENV, REPO, SMALL_PARAMS
 
@@ -45,11 +51,65 @@ def test_validate_runs_without_pandas(tmp_path):
     assert loaded == []
 
 
-@pytest.mark.parametrize("module", ["train_head", "evaluate"])
-def test_stage_reading_cached_features_does_not_load_the_backbones(module):
-    loaded, _ = loaded_after(f"import stages.{module}")
+def test_stage_training_heads_does_not_load_the_backbones():
+    loaded, _ = loaded_after("import stages.train_head")
     assert "torchvision" not in loaded, loaded
     assert "torch" in loaded  # heads are torch modules: the check above is not vacuous
+
+
+def test_evaluate_imports_neither_torch_nor_sklearn():
+    assert loaded_after("import stages.evaluate")[0] == []
+
+
+def _pixels_project(root: Path) -> tuple[Layout, P.Params]:
+    """A project whose feature set is 600 of scikit-learn's real digits as 64 raw pixels (no backbone to
+    run), with task `pixels` (5 classes, no shot seeds) through train_head and finetune (none)."""
+    from sklearn.datasets import load_digits
+
+    from stages import feature_store, finetune, train_head
+
+    data = load_digits()
+    x, y = data.data[:600].astype(np.float16), data.target[:600]
+    split = np.random.default_rng(0).choice(["train", "val", "test"], len(y), p=[0.6, 0.2, 0.2])
+    index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(y))], "label": y.astype(str), "split": split})
+    layout = Layout(root)
+    writer = feature_store.ShardWriter(layout.features("pixels"))
+    writer.add(x)
+    feature_store.write(layout.features("pixels"), index, writer.close(), {"dim": x.shape[1]})
+    raw = {**SMALL_PARAMS, "features": {**SMALL_PARAMS["features"],
+                                        "pixels": {"dataset": "digits", "backbone": "random"}},
+           "tasks": {"pixels": {"features": "pixels", "classes": ["0", "1", "2", "3", "4"]}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = P.load(root / "params.yaml")
+    task = params.tasks["pixels"]
+    train_head.run("pixels", task, params.head, params.seed, root, layout.head("pixels"))
+    finetune.run("pixels", task, params.finetune, params.seed, layout, params.device)
+    return layout, params
+
+
+def test_evaluate_of_a_task_without_shot_seeds_runs_without_torch_or_sklearn(tmp_path):
+    """The common path, run as DVC runs it: a fresh process evaluating a trained head and reference."""
+    from stages import evaluate, heads, paths
+    from stages.feature_store import load_features
+    from stages.tasks import select
+
+    layout, params = _pixels_project(tmp_path)
+    task = params.tasks["pixels"]
+    loaded, printed = loaded_after("from stages import evaluate\nevaluate.main(['pixels'])", cwd=tmp_path)
+    assert loaded == []
+    assert printed.startswith("evaluate@pixels: head test accuracy")
+    metrics = json.loads((layout.results("pixels") / "metrics.json").read_text())
+    assert set(metrics) == {"head", "reference", "prototype"}
+    assert all(m["test_accuracy"] > 0.8 for m in metrics.values()), metrics  # real digits, 5 classes
+    assert sorted(p.name for p in layout.results("pixels").iterdir()) == [
+        "confusion.csv", "confusion.png", "efficiency.csv", "efficiency.png", "metrics.json", "sweep.csv"]
+    # the numpy head predicts as the torch head: the same test accuracy
+    feats, index = load_features("pixels", tmp_path)
+    test = select(index, task, 0, "pixels").split("test")
+    head = heads.load(layout.head("pixels") / paths.HEAD_FILE)
+    want = (heads.predict(head, feats[test["row"].to_numpy()]).argmax(1) == test["y"].to_numpy()).mean()
+    assert metrics["head"]["test_accuracy"] == round(float(want), 6)
+    assert evaluate.run("pixels", task, P.Evaluate(), 0, layout) == metrics  # in this process too
 
 
 # Today's bytes: the record a skipped stage writes is an output DVC caches and evaluate reads.

@@ -1,8 +1,11 @@
 """The scikit-learn reference row: C chosen on val, and predictions identical to sklearn's own."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from safetensors import safe_open
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -26,6 +29,12 @@ def test_predictions_match_sklearn_with_the_chosen_c(n_classes, tmp_path):
     assert summary["val_accuracy"] == best
     reference.save(weights, tmp_path / "ref.safetensors", summary)
     loaded = reference.load(tmp_path / "ref.safetensors")
+    assert sorted(loaded) == ["coef", "intercept", "mean", "scale"]
+    for k, v in weights.items():  # numpy float64 in, the same bytes out
+        assert isinstance(v, np.ndarray) and v.dtype == np.float64 and loaded[k].dtype == np.float64
+        np.testing.assert_array_equal(loaded[k], v)
+    with safe_open(str(tmp_path / "ref.safetensors"), "np") as f:
+        assert json.loads(f.metadata()["summary"]) == summary
     scaler = StandardScaler().fit(x)
     model = LogisticRegression(C=summary["C"], max_iter=2000, random_state=0).fit(scaler.transform(x), y)
     xt, _ = _blobs(n_classes, 200, 2)

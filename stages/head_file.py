@@ -1,0 +1,53 @@
+"""A saved feature head (stages.heads.save) read and applied with numpy alone.
+
+Evaluating a trained head is one standardisation and one or two small matrix products; doing it with
+stages.heads would import torch, which costs a fresh evaluate@<task> process 1.3-2.3 s (measured; see
+stages.evaluate). The file holds FeatureHead's state_dict (mean, std, net.0.weight, net.0.bias and, for an
+mlp, net.2.weight, net.2.bias after a ReLU) and its config as json metadata."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+
+from stages.errors import PipelineError
+
+LAYERS = {"linear": ("net.0",), "mlp": ("net.0", "net.2")}
+
+
+@dataclass(frozen=True)
+class HeadFile:
+    """A head's config (in_dim, n_classes, kind, hidden_dim) and its float32 tensors by state_dict key."""
+
+    config: dict
+    tensors: dict[str, np.ndarray]
+
+
+def load(path: Path) -> HeadFile:
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta.get("config", "{}"))
+    layers = LAYERS.get(config.get("kind"))
+    needed = ["mean", "std"] + [f"{layer}.{p}" for layer in layers or () for p in ("weight", "bias")]
+    missing = [k for k in needed if k not in tensors]
+    if layers is None or missing:
+        raise PipelineError(f"{path}: not a feature head (kind {config.get('kind')!r}, missing {missing}); "
+                            "re-run its train_head stage")
+    return HeadFile(config, tensors)
+
+
+def predict(head: HeadFile, x: np.ndarray) -> np.ndarray:
+    """Logits (N, n_classes) in float32, as stages.heads.predict computes them: (x - mean) / std, then the
+    linear layer, or linear -> ReLU -> linear (equal up to float32 rounding: the products may sum in another
+    order)."""
+    t = head.tensors
+    z = (np.asarray(x, np.float32) - t["mean"]) / t["std"]
+    for i, layer in enumerate(LAYERS[head.config["kind"]]):
+        if i:
+            z = np.maximum(z, 0)
+        z = z @ t[f"{layer}.weight"].T + t[f"{layer}.bias"]
+    return z
