@@ -5,7 +5,8 @@ A task without shot_seeds or efficiency_shots is evaluated without torch and sci
 through stages.head_file, the reference and the metrics below in numpy. Every DVC stage is a fresh process,
 and those imports were most of this one's time: `import stages.evaluate` took 3.2-3.8 s with them and takes
 0.6-0.7 s without; the stage on 2,000 x 2048 features of 5 classes, 4.1-5.3 s then, 1.4-1.8 s now (measured
-on 2 cores). Only few-label results (shot_seeds, efficiency_shots) fit heads, and so load torch."""
+on 2 cores). Only few-label results (shot_seeds, efficiency_shots) fit heads: the reference loads scikit-learn,
+AdamW heads torch."""
 from __future__ import annotations
 
 import json

@@ -1,8 +1,8 @@
 """Very few labels: a training-free prototype head (SimpleShot), k-shot draws repeated over several sampling
 seeds (mean +- std), and test accuracy against shots per class (the data-efficiency curve).
 
-stages.heads (torch) is imported only by the functions that fit heads: evaluate@<task> uses the prototypes
-of every task, and a task without shot_seeds or efficiency_shots fits no head here."""
+Heads are fitted through stages.head_fit: the default linear probe (optimizer lbfgs) in numpy and scipy; torch
+is loaded only for AdamW heads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
-from stages import reference
+from stages import head_file, head_fit, reference
 from stages.atomic import atomic_path
 from stages.errors import PipelineError
 from stages.params import Head, Task
@@ -62,10 +63,8 @@ def fit_and_score(feats: np.ndarray, sel: Selection, head_cfg: Head, seed: int,
     n_classes = len(sel.classes)
     preds = {}
     if "head" in methods:  # the same method as train_head's: head.sweep's best on val, if there is a sweep
-        from stages import heads
-
-        head = heads.fit_best(x, y, x_val, y_val, n_classes, head_cfg, seed).head
-        preds["head"] = heads.predict(head, x_test).argmax(1)
+        head = head_fit.fit_best(x, y, x_val, y_val, n_classes, head_cfg, seed).head
+        preds["head"] = head_file.predict(head, x_test).argmax(1)
     if "prototype" in methods:
         preds["prototype"] = predict_prototypes(fit_prototypes(x, y, n_classes), x_test).argmax(1)
     if "reference" in methods:
@@ -78,10 +77,8 @@ def over_seeds(feats: np.ndarray, index: pd.DataFrame, task: Task, name: str, se
                head_cfg: Head, methods: tuple[str, ...] = METHODS) -> pd.DataFrame:
     """One k-shot draw per seed (stages.tasks.select with that seed), every method fitted on each draw ->
     a frame with seed, method, test_accuracy, n_train."""
-    from stages import heads
-
     rows = []
-    with heads.one_thread():  # tiny fits, many of them
+    with threadpool_limits(1):  # tiny fits, many of them (AdamW heads limit torch's threads themselves)
         for seed in seeds:
             sel = select(index, task, seed, name)
             n_train = len(sel.split("train"))

@@ -5,7 +5,6 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from stages.atomic import atomic_path
+from stages.head_file import HeadFile
 from stages.params import Head
 from stages.trainer import warmup_cosine
 
@@ -93,113 +93,9 @@ def _train(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Head, seed: int) -
     return head, {"seconds": time.perf_counter() - start, "final_train_loss": loss.item()}
 
 
-LBFGS_MAX_ITER = 2000  # as stages.reference
-
-
-def train_lbfgs(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Head) -> tuple[FeatureHead, dict]:
-    """One linear-probe head for cfg.C (lbfgs_path with a single C)."""
-    (head, stats), = lbfgs_path(x, y, n_classes, [cfg])
-    return head, stats
-
-
-def lbfgs_path(x: np.ndarray, y: np.ndarray, n_classes: int,
-               cfgs: list[Head]) -> list[tuple[FeatureHead, dict]]:
-    """The linear-probe protocol in torch, one head per cfg (its C; they share `standardize`): multinomial
-    logistic regression on standardised features, minimising mean cross-entropy + lam/2 |W|^2 (bias free) with
-    full-batch L-BFGS in float64, stopped as scikit-learn's lbfgs stops (the largest gradient entry below tol
-    1e-4, or 2000 iterations). lam = 1 / (C n) is scikit-learn's C objective divided by C n; with two classes
-    scikit-learn fits one logistic weight w = w1 - w2, whose penalty |w|^2 / 2 is matched by lam = 2 / (C n) on
-    the pair (w1 = -w2 at the optimum).
-
-    The Cs are fitted from the smallest up, each starting from the previous solution (the warm-started
-    regularisation path of scikit-learn's LogisticRegressionCV): the objective is strictly convex, so each
-    head is the same optimum up to the stopping tolerance, reached in fewer iterations (measured on 2048-d
-    ResNet-50 features of 699 images, 5 classes, 7 Cs, before the span below: 5.5 s from zeros, 3.8 s warm).
-    Deterministic: no sampling, the first C starts at zero. Results in cfgs' order.
-
-    With fewer training images than feature dimensions (n < d: 699 x 2048 for a 5-class task on 2,000 ResNet-50
-    features), the fit runs in the span of the training rows. Z^T = Q R (Q: d x n, orthonormal columns). The
-    optimum lies in that span (its gradient condition: lam W = -G^T Z / n), where W = W_r Q^T, the logits
-    Z W^T = R^T W_r^T and the penalty |W|^2 = |W_r|^2: a problem on the n x n matrix R^T with the same optimum
-    (the representer theorem), whose steps cost n columns, not d (the 7 Cs: 4.1 s -> 1.3 s here). What the
-    rotation changes is where torch's L-BFGS reads coordinates: the first step's length (1 / the gradient's L1
-    norm) and the stopping tests (largest entries), so the fit stops at a slightly different point within the
-    tolerance.
-
-    Constructing torch.optim.LBFGS imports torch._dynamo once per process (1.1 s, measured); scipy's L-BFGS-B
-    avoids it but, with the same options, stopped farther from the optimum on the tests' data."""
-    if len({c.standardize for c in cfgs}) != 1:
-        raise ValueError("heads of one L-BFGS path share standardize")
-    with one_thread():
-        xt, yt = torch.as_tensor(np.asarray(x, np.float64)), torch.as_tensor(y, dtype=torch.long)
-        mean, std = torch.zeros(xt.shape[1], dtype=torch.float64), torch.ones(xt.shape[1], dtype=torch.float64)
-        if cfgs[0].standardize:
-            mean, s = xt.mean(0), xt.std(0, correction=0)  # StandardScaler's (population) std
-            std = torch.where(s > 1e-6, s, torch.ones_like(s))
-        z = (xt - mean) / std
-        basis = None  # Q, where the fit runs in the span of the training rows
-        if len(z) < z.shape[1]:
-            basis, r = torch.linalg.qr(z.T)  # z = r^T basis^T
-            z = r.T.contiguous()
-        w = torch.zeros(n_classes, z.shape[1], dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-        out = {}
-        for i in sorted(range(len(cfgs)), key=lambda i: cfgs[i].C):
-            start = time.perf_counter()
-            lam = (2.0 if n_classes == 2 else 1.0) / (cfgs[i].C * len(z))
-            opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=LBFGS_MAX_ITER, history_size=20,
-                                    tolerance_grad=1e-4, tolerance_change=1e-12, line_search_fn="strong_wolfe")
-
-            def closure(lam: float = lam, opt: torch.optim.LBFGS = opt) -> torch.Tensor:
-                opt.zero_grad()
-                loss = F.cross_entropy(z @ w.T + b, yt) + 0.5 * lam * (w * w).sum()
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-            head = FeatureHead(len(mean), n_classes, "linear")
-            with torch.no_grad():
-                head.mean.copy_(mean.float())
-                head.std.copy_(std.float())
-                head.net[0].weight.copy_((w if basis is None else w @ basis.T).float())
-                head.net[0].bias.copy_(b.float())
-                loss = F.cross_entropy(z @ w.T + b, yt).item()
-            out[i] = head.eval(), {"seconds": time.perf_counter() - start, "final_train_loss": loss}
-    return [out[i] for i in range(len(cfgs))]
-
-
-@dataclass(frozen=True)
-class Fitted:
-    """The heads of a config's grid (one without a sweep), their val accuracy, and the one kept."""
-
-    heads: list[FeatureHead]
-    val_accuracy: list[float]
-    best: int
-    stats: dict
-
-    @property
-    def head(self) -> FeatureHead:
-        return self.heads[self.best]
-
-
-def fit_best(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int, cfg: Head,
-             seed: int) -> Fitted:
-    """Train cfg's head, or every head of cfg.sweep together, and keep the best on val: the highest val
-    accuracy, ties to the first in grid order (kind, then lr, then weight decay, as written)."""
-    if cfg.optimizer == "lbfgs":  # one full-batch L-BFGS per C: each pass already covers every image at once
-        runs = lbfgs_path(x, y, n_classes, cfg.grid())
-        trained = [h for h, _ in runs]
-        stats = {"seconds": sum(st["seconds"] for _, st in runs),
-                 "final_train_loss": [st["final_train_loss"] for _, st in runs]}
-    elif cfg.sweep is None:
-        head, stats = train(x, y, n_classes, cfg, seed)
-        trained, stats["final_train_loss"] = [head], [stats["final_train_loss"]]
-    else:
-        trained, stats = train_sweep(x, y, n_classes, cfg.grid(), seed)
-    accs = [float((predict(h, x_val).argmax(1) == y_val).mean()) if len(y_val) else float("nan")
-            for h in trained]
-    best = int(np.argmax([-1.0 if np.isnan(a) else a for a in accs]))  # the first of the best
-    return Fitted(trained, accs, best, stats)
+def to_file(head: FeatureHead) -> HeadFile:
+    """The head as its file holds it (stages.head_file): config and float32 state, for numpy."""
+    return HeadFile(dict(head.config), {k: v.detach().numpy().copy() for k, v in head.state_dict().items()})
 
 
 # ---- a sweep: many heads trained together ---------------------------------------------------------------

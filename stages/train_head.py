@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages import cli, heads, reference
+from stages import cli, head_file, head_fit, reference
 from stages import params as P
 from stages.atomic import write_csv, write_json
 from stages.feature_store import load_features
@@ -34,7 +34,7 @@ def run(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: Path, out_di
     x, y = feats[train["row"].to_numpy()], train["y"].to_numpy()
     x_val, y_val = feats[val["row"].to_numpy()], val["y"].to_numpy()
     grid = cfg.grid()  # one head without a sweep
-    fitted = heads.fit_best(x, y, x_val, y_val, len(sel.classes), cfg, seed)
+    fitted = head_fit.fit_best(x, y, x_val, y_val, len(sel.classes), cfg, seed)
     head, accs, best, stats = fitted.head, fitted.val_accuracy, fitted.best, fitted.stats
     val_acc = accs[best]
     sweep = [{"config": _label(c), "kind": c.kind, "optimizer": c.optimizer, "lr": c.lr,
@@ -48,7 +48,7 @@ def run(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: Path, out_di
             "val_accuracy": round(val_acc, 6), "seconds": round(stats["seconds"], 3),
             "selected": sweep[best]["config"], "sweep": sweep, "reference": ref}
     out_dir.mkdir(parents=True, exist_ok=True)
-    heads.save(head, out_dir / HEAD_FILE, {"classes": sel.classes})
+    head_file.save(head, out_dir / HEAD_FILE, {"classes": sel.classes})
     reference.save(ref_weights, out_dir / REFERENCE_FILE, ref)
     write_csv(out_dir / SWEEP_FILE, pd.DataFrame(sweep)[SWEEP_COLUMNS])
     write_json(out_dir / HEAD_INFO_FILE, info)

@@ -176,132 +176,16 @@ def test_training_restores_the_thread_count():
     assert torch.get_num_threads() == before
 
 
-# --- optimizer lbfgs: the linear-probe protocol, checked against scikit-learn -------------------------------
-
-
-def _overlapping(n_per_class: int, n_classes: int, seed: int = 0, dim: int = 24):
-    """Blobs that overlap (not separable while n_per_class * n_classes > dim), so the regularised optimum is
-    finite and C matters: fixed centers and scales, the points drawn by `seed` (another seed: held-out points
-    of the same classes)."""
-    fixed = np.random.default_rng(0)
-    centers, scale = fixed.normal(0, 0.6, size=(n_classes, dim)), fixed.uniform(0.5, 5, size=dim)
-    y = np.repeat(np.arange(n_classes), n_per_class)
-    x = centers[y] + np.random.default_rng(seed + 1).normal(0, 1, size=(len(y), dim))
-    return (x * scale + 3).astype(np.float16), y
-
-
-@pytest.mark.parametrize("n_classes", [2, 4])
-@pytest.mark.parametrize("c", [0.01, 1.0])
-def test_lbfgs_head_is_scikit_learns_logistic_regression(n_classes, c):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    x, y = _overlapping(80, n_classes)
-    xt, yt = _overlapping(40, n_classes, seed=1)
-    head, stats = heads.train_lbfgs(x, y, n_classes, Head(optimizer="lbfgs", C=c))
-    scaler = StandardScaler().fit(x.astype(np.float64))
-    ref = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(scaler.transform(x.astype(np.float64)), y)
-    ours = heads.predict(head, xt)
-    theirs = ref.decision_function(scaler.transform(xt.astype(np.float64)))
-    # the same optimum (ours stops at tol 1e-4, as sklearn by default): the same predictions and decision
-    # function (up to the softmax's free shift)
-    assert (ours.argmax(1) == (theirs > 0 if n_classes == 2 else theirs.argmax(1))).all()
-    margin = ours[:, 1] - ours[:, 0] if n_classes == 2 else ours - ours.mean(1, keepdims=True)
-    expected = theirs if n_classes == 2 else theirs - theirs.mean(1, keepdims=True)
-    np.testing.assert_allclose(margin, expected, atol=1e-2 * max(1.0, np.abs(expected).max()))
-    assert 0 < stats["final_train_loss"] < np.log(n_classes)
-    assert (heads.predict(head, xt).argmax(1) == yt).mean() > 1 / n_classes
-
-
-@pytest.mark.parametrize("n_classes", [2, 4])
-@pytest.mark.parametrize("c", [0.01, 1.0])
-def test_lbfgs_head_with_more_dimensions_than_images_reaches_scikit_learns_optimum(n_classes, c):
-    """n < d: the head is fitted in the span of the training rows. Such data are separable, so the objective is
-    flat along many directions and two solvers stopping at tol 1e-4 differ in the weights (as ours without the
-    span, measured: by more); the objective they reach and the predictions are what must agree."""
-    from scipy.special import logsumexp
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    x, y = _overlapping(80, n_classes, dim=400)
-    xt, _ = _overlapping(40, n_classes, seed=1, dim=400)
-    head, _ = heads.train_lbfgs(x, y, n_classes, Head(optimizer="lbfgs", C=c))
-    scaler = StandardScaler().fit(x.astype(np.float64))
-    z = scaler.transform(x.astype(np.float64))
-    ref = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(z, y)
-
-    def objective(w, b):  # the multinomial form of scikit-learn's objective / (C n)
-        s = z @ w.T + b
-        penalty = (w ** 2).sum() / (2 * c * len(y)) * (2 if n_classes == 2 else 1)
-        return (logsumexp(s, axis=1) - s[np.arange(len(y)), y]).mean() + penalty
-
-    w, b = head.net[0].weight.detach().double().numpy(), head.net[0].bias.detach().double().numpy()
-    if n_classes == 2:  # one logistic weight: the pair (-w/2, w/2) has the same softmax
-        ref_w = np.vstack([-ref.coef_ / 2, ref.coef_ / 2])
-        ref_b = np.array([-ref.intercept_[0] / 2, ref.intercept_[0] / 2])
-    else:
-        ref_w, ref_b = ref.coef_, ref.intercept_
-    optimum = objective(ref_w, ref_b)
-    assert 0 <= objective(w, b) - optimum < 1e-3 * optimum  # measured: 1.6e-6 absolute, 4e-4 relative at most
-    theirs = ref.decision_function(scaler.transform(xt.astype(np.float64)))
-    ours = heads.predict(head, xt).argmax(1)
-    assert (ours == (theirs > 0 if n_classes == 2 else theirs.argmax(1))).all()
-
-
-def test_lbfgs_path_is_each_c_fitted_alone():
-    """The warm-started path (Cs fitted smallest first, each from the previous solution) gives each C's own
-    optimum, in the caller's order."""
-    x, y = _overlapping(80, 4)
-    xt, _ = _overlapping(40, 4, seed=1)
-    cs = [10.0, 1e-3, 0.1]
-    path = heads.lbfgs_path(x, y, 4, [Head(optimizer="lbfgs", C=c) for c in cs])
-    for c, (head, _) in zip(cs, path, strict=True):
-        alone, _ = heads.train_lbfgs(x, y, 4, Head(optimizer="lbfgs", C=c))
-        a, b = heads.predict(head, xt), heads.predict(alone, xt)
-        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
-        np.testing.assert_allclose(a, b, atol=1e-2 * max(1.0, np.abs(b).max()))
-        assert (a.argmax(1) == b.argmax(1)).all()
-    norms = [head.net[0].weight.norm().item() for head, _ in path]
-    assert norms[1] < norms[2] < norms[0]  # in cs' order: C = 1e-3 smallest, C = 10 largest
-
-
-def test_lbfgs_sweep_keeps_the_first_best_c_on_val():
-    x, y = _overlapping(60, 3)
-    xv, yv = _overlapping(30, 3, seed=2)
-    cfg = Head(optimizer="lbfgs", sweep={"C": [1e-4, 0.1, 10.0]})
-    fitted = heads.fit_best(x, y, xv, yv, 3, cfg, seed=0)
-    assert [c.C for c in cfg.grid()] == [1e-4, 0.1, 10.0]
-    assert len(fitted.heads) == 3 and fitted.val_accuracy[fitted.best] == max(fitted.val_accuracy)
-    assert fitted.best == fitted.val_accuracy.index(max(fitted.val_accuracy))
-    # C = 1e-4 shrinks the weights to almost nothing: far smaller than C = 10's
-    w = [h.net[0].weight.abs().sum().item() for h in fitted.heads]
-    assert w[0] < w[1] < w[2]
-
-
-@pytest.mark.parametrize("section, message", [
-    ({"optimizer": "lbfgs", "kind": "mlp"}, "linear heads only"),
-    ({"optimizer": "lbfgs", "sweep": {"lr": [0.1, 0.2]}}, "sweeps C"),
-    ({"optimizer": "adamw", "sweep": {"C": [1.0]}}, "sweep.C is for optimizer lbfgs"),
-    ({"optimizer": "lbfgs", "sweep": {"C": [0.0]}}, "every C must be > 0"),
-])
-def test_lbfgs_settings_are_checked(section, message):
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError, match=message):
-        Head(**section)
-
-
 # --- stages.head_file: a saved head applied with numpy (what evaluate uses, without torch) -----------
 
 
 def _trained_heads(x, y):
-    """Heads as train_head saves them: adamw linear and mlp, one without standardisation, a sweep's mlp and
-    an L-BFGS probe."""
+    """AdamW heads as train_head saves them: linear and mlp, one without standardisation, a sweep's mlp (the
+    L-BFGS probe is written by head_file itself: tests/stages/test_linear_probe.py)."""
     yield heads.train(x, y, 4, Head(kind="linear", epochs=5), seed=0)[0]
     yield heads.train(x, y, 4, Head(kind="mlp", hidden_dim=16, epochs=5), seed=0)[0]
     yield heads.train(x, y, 4, Head(kind="mlp", hidden_dim=16, epochs=5, standardize=False), seed=1)[0]
     yield heads.train_sweep(x, y, 4, SWEEP.grid(), seed=0)[0][-1]
-    yield heads.train_lbfgs(x, y, 4, Head(optimizer="lbfgs", C=0.1))[0]
 
 
 def test_head_file_predicts_without_torch_as_the_torch_head(tmp_path):
