@@ -99,13 +99,17 @@ def details(r: dict) -> list[str]:
         out.append(f"- {g('images')} images; first run: {', '.join(r['baseline'].get('stages_run', []))} "
                    f"(features stage {r['baseline'].get('features_stage_seconds', float('nan')):.1f} s)")
         out.append(f"- new task: {', '.join(r['ours'].get('stages_run', []))}")
+        if r["ours"].get("runs"):
+            out.append("- new 5-class tasks, one after another (ours: the median): " + ", ".join(
+                f"{x['task']} {x['seconds']:.2f} s" for x in r["ours"]["runs"])
+                + f"; the slowest gives {g('speedup_slowest_new_task', float('nan')):.2f}×")
         if r.get("ours_binary_task"):
             b = r["ours_binary_task"]
             out.append(f"- a two-class new task instead: {b['seconds']:.1f} s (speedup {b['speedup']:.2f}×)")
         for side in ("baseline", "ours", "ours_binary_task"):
             i = (r.get(side) or {}).get("train_head_internals")
             if i:
-                out.append(f"- {side} train_head: stages.heads.train {i['heads_train_seconds']:.2f} s, "
+                out.append(f"- {side} train_head: our heads {i['heads_train_seconds']:.2f} s, "
                            f"scikit-learn reference {i['reference_fit_seconds']:.2f} s")
         for side in ("baseline", "ours"):
             if r[side].get("stage_seconds"):

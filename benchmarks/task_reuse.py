@@ -3,8 +3,10 @@
 A real git + DVC repository of this project (tests.conftest.make_project) over an imagefolder dataset of
 generated 224 px JPEGs and a ResNet-50 backbone at 224 px.
 baseline: the first `dvc repro` (one task): every stage, including prepare, backbone and features (extraction).
-ours: params.yaml gains a new task on the same feature set ('upper', digits 5-9: 5 classes), then `dvc repro`:
-only validate, the new task's train_head / finetune / evaluate and report run; the backbone never does.
+ours: params.yaml gains a new task on the same feature set, then `dvc repro`: only validate, the new task's
+train_head / finetune / scratch / evaluate and report run; the backbone never does. Three 5-class tasks are
+added one after another ('upper': digits 5-9, 'lower': 0-4, 'middle': 2-6) and ours is the median run: one
+run of ~10 s moves by a few tenths with the machine, and the target sits close to it.
 ours_binary_task: the same for a two-class task ('parity', even/odd over all digits), added first. The task
 matters: train_head also fits the scikit-learn reference (stages.reference: one L-BFGS logistic regression
 per C in a 7-value grid), which costs far more for several classes than for two.
@@ -30,6 +32,7 @@ QUICK = {"n": 40, "arch": "resnet18", "image_size": 32, "source_px": 64}
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 UPSTREAM = ("export_digits", "prepare@", "backbone@", "pretrain@", "features@")
 PARITY = {str(d): ("even" if d % 2 == 0 else "odd") for d in range(10)}
+NEW_TASKS = {"upper": [5, 6, 7, 8, 9], "lower": [0, 1, 2, 3, 4], "middle": [2, 3, 4, 5, 6]}
 
 
 def project_params(c: dict) -> dict:
@@ -88,13 +91,16 @@ def run(work: Path, quick: bool = False) -> dict:
         params2["tasks"]["parity"] = {"features": "gen-bb", "label_map": PARITY}
         (repo / "params.yaml").write_text(yaml.safe_dump(params2, sort_keys=False))
         bin_s, bin_stages, _ = repro(repo, env)
-    params3 = copy.deepcopy(params2)
-    params3["tasks"]["upper"] = {"features": "gen-bb", "classes": [5, 6, 7, 8, 9]}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params3, sort_keys=False))
-    ours_s, ours_stages, _ = repro(repo, env, "train_head@upper" if quick else None)
-    upstream = [s for s in [*ours_stages, *bin_stages] if s.startswith(UPSTREAM)]
-    if upstream:
-        raise RuntimeError(f"a new task re-ran upstream stages {upstream}")
+    params3, runs = copy.deepcopy(params2), []
+    for task, classes in list(NEW_TASKS.items())[:1 if quick else None]:
+        params3["tasks"][task] = {"features": "gen-bb", "classes": classes}
+        (repo / "params.yaml").write_text(yaml.safe_dump(params3, sort_keys=False))
+        seconds, stages, _ = repro(repo, env, f"train_head@{task}" if quick else None)
+        upstream = [s for s in [*stages, *bin_stages] if s.startswith(UPSTREAM)]
+        if upstream:
+            raise RuntimeError(f"a new task re-ran upstream stages {upstream}")
+        runs.append((seconds, task, stages))
+    ours_s, new_task, ours_stages = sorted(runs)[len(runs) // 2]  # the median run
     if quick:
         metrics = {t: json.loads((repo / "models" / "tasks" / t / "head" / "head.json").read_text())[
             "val_accuracy"] for t in params3["tasks"]}
@@ -106,14 +112,14 @@ def run(work: Path, quick: bool = False) -> dict:
         info = json.loads((repo / "models" / "tasks" / task / "head" / "head.json").read_text())
         return {"heads_train_seconds": info["seconds"], "reference_fit_seconds": info["reference"]["seconds"]}
 
-    new = internals("upper")
+    new = internals(new_task)
     fits = new["heads_train_seconds"] + new["reference_fit_seconds"]
     notes = [f"the first `dvc repro` runs {', '.join(base_stages)}"
              + (" (export_digits too: the project's dvc.yaml always has it)" if "export_digits" in base_stages
                 else "") + "; every stage is a separate Python process",
-             f"of the new task's {ours_s:.1f} s, train_head's fits took {fits:.1f} s: "
-             f"{new['heads_train_seconds']:.1f} s for our head's 7 L-BFGS fits (one per C) and "
-             f"{new['reference_fit_seconds']:.1f} s for the scikit-learn reference's 7 on the same "
+             f"of the new task's {ours_s:.1f} s ('{new_task}', the median of {len(runs)}), train_head's fits took "
+             f"{fits:.1f} s: {new['heads_train_seconds']:.1f} s for our linear probe's 7 L-BFGS fits (one per C), "
+             f"{new['reference_fit_seconds']:.1f} s for the scikit-learn reference's 7, on the same "
              f"{meta['dim']}-d features; the rest is DVC and {len(ours_stages)} stage processes starting up "
              "(stage_seconds: each stage from its start to the next one's)",
              CPU_NOTE]
@@ -124,11 +130,14 @@ def run(work: Path, quick: bool = False) -> dict:
                      "features_stage_seconds": float(run["seconds"]), "images_extracted": run["extracted"],
                      "features_compute_dtype": meta["key"]["compute_dtype"],
                      "train_head_internals": internals("digits")},
-        "ours": {"seconds": ours_s, "stages_run": list(ours_stages), "stage_seconds": ours_stages,
-                 "description": "`dvc repro` after adding a new task ('upper': classes 5-9 of the same feature "
-                                "set): no upstream stage runs",
+        "ours": {"seconds": ours_s, "task": new_task, "stages_run": list(ours_stages),
+                 "stage_seconds": ours_stages,
+                 "description": "`dvc repro` after adding a new 5-class task on the same feature set (the median "
+                                "of the runs below, each adding one more task): no upstream stage runs",
+                 "runs": [{"task": t, "seconds": round(sec, 3)} for sec, t, _ in runs],
                  "train_head_internals": new},
         "speedup": base_s / ours_s,
+        "speedup_slowest_new_task": base_s / max(sec for sec, _, _ in runs),
         "images": c["n"],
         ("val_accuracy" if quick else "test_accuracy"): metrics,
         "dvc_repro_target": "train_head@<task> (quick smoke run)" if quick else "all stages",
