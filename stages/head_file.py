@@ -32,7 +32,8 @@ def load(path: Path) -> HeadFile:
     with safe_open(str(path), "np") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    config = json.loads(meta.get("config", "{}"))
+    # one "head" entry; files written before it have "config" (and "extra") instead
+    config = json.loads(meta["head"])["config"] if "head" in meta else json.loads(meta.get("config", "{}"))
     layers = LAYERS.get(config.get("kind"))
     needed = ["mean", "std"] + [f"{layer}.{p}" for layer in layers or () for p in ("weight", "bias")]
     missing = [k for k in needed if k not in tensors]
@@ -43,8 +44,10 @@ def load(path: Path) -> HeadFile:
 
 
 def save(head: HeadFile, path: Path, extra: dict) -> None:
-    """The file stages.heads.save writes for the same head: its state_dict's tensors and json metadata."""
-    meta = {"config": json.dumps(head.config), "extra": json.dumps(extra)}
+    """The head's state_dict tensors, and its config and `extra` (e.g. the class names) as one json metadata
+    entry: safetensors writes its metadata map in an order that changes from process to process, so with two
+    entries the same head came out as different bytes half the time (measured), and DVC saw a new output."""
+    meta = {"head": json.dumps({"config": head.config, "extra": extra})}
     with atomic_path(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in head.tensors.items()}, tmp, metadata=meta)
 

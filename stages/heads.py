@@ -1,7 +1,8 @@
-"""Classification heads trained on cached features: linear or a small MLP, with standardisation built in."""
+"""Classification heads as torch modules: linear or a small MLP with standardisation built in, trained with
+AdamW on cached features (optimizer adamw, one head or a sweep), and the module LP-FT puts on the backbone.
+A head's file is stages.head_file's; the default linear probe (stages.linear_probe) is fitted without torch."""
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from threadpoolctl import threadpool_limits
 from torch import nn
 from torch.nn import functional as F
 
-from stages.atomic import atomic_path
+from stages import head_file
 from stages.head_file import HeadFile
 from stages.params import Head
 from stages.trainer import warmup_cosine
@@ -246,16 +246,12 @@ def predict(head: FeatureHead, x: np.ndarray) -> np.ndarray:
 
 
 def save(head: FeatureHead, path: Path, extra: dict) -> None:
-    meta = {"config": json.dumps(head.config), "extra": json.dumps(extra)}
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, tmp, metadata=meta)
+    head_file.save(to_file(head), path, extra)
 
 
 def load(path: Path) -> FeatureHead:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-    head = FeatureHead(**config)
-    head.load_state_dict(load_file(path))
+    """The torch module of a head file (LP-FT starts from it)."""
+    saved = head_file.load(path)
+    head = FeatureHead(**saved.config)
+    head.load_state_dict({k: torch.from_numpy(v) for k, v in saved.tensors.items()})
     return head.eval()

@@ -1,6 +1,8 @@
 """Feature heads: training on separable features, the folded form LP-FT uses, and save/load."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -214,3 +216,15 @@ def test_head_file_rejects_a_file_that_is_not_a_head(tmp_path):
     save_file({"mean": np.zeros(3, np.float32)}, tmp_path / "odd.safetensors", metadata={"config": "{}"})
     with pytest.raises(PipelineError, match=r"odd\.safetensors: not a feature head .*re-run its train_head"):
         head_file.load(tmp_path / "odd.safetensors")
+
+
+def test_head_file_reads_the_earlier_two_entry_metadata(tmp_path):
+    """Heads saved before the single "head" entry (in DVC caches of earlier commits) still load."""
+    from safetensors.numpy import save_file
+
+    x, y = _blobs(20)
+    head = heads.train(x, y, 4, Head(epochs=1), seed=0)[0]
+    state = {k: v.numpy() for k, v in head.state_dict().items()}
+    meta = {"config": json.dumps(head.config), "extra": json.dumps({"classes": list("abcd")})}
+    save_file(state, tmp_path / "old.safetensors", metadata=meta)
+    assert np.array_equal(heads.predict(heads.load(tmp_path / "old.safetensors"), x), heads.predict(head, x))

@@ -2,6 +2,8 @@
 scikit-learn's LogisticRegression; its heads are FeatureHead files."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -129,6 +131,12 @@ def test_lbfgs_head_file_is_a_feature_head(tmp_path):
     np.testing.assert_allclose(heads.predict(module, xt), head_file.predict(head, xt), rtol=1e-5, atol=1e-5)
     heads.save(module, tmp_path / "again.safetensors", {"classes": list("abcd")})
     assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "probe.safetensors").read_bytes()
+    # one metadata entry: safetensors orders a map of several differently in each process (different bytes)
+    raw = (tmp_path / "probe.safetensors").read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert list(header["__metadata__"]) == ["head"]
+    meta = json.loads(header["__metadata__"]["head"])
+    assert meta == {"config": head.config, "extra": {"classes": list("abcd")}}
 
 
 @pytest.mark.parametrize("section, message", [
