@@ -115,12 +115,12 @@ def few_label_results(task_name: str, task: P.Task, head_cfg: P.Head, seed: int,
 
 
 def _plot(confusions: dict[str, np.ndarray], classes: list[str], dest: Path, normalize: bool) -> None:
-    import matplotlib
+    # matplotlib's Figure without pyplot, as its docs advise for files written by a server: no backend to
+    # select, no global figure registry to close
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(confusions), figsize=(4.5 * len(confusions), 4), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(confusions), 4))
+    axes = fig.subplots(1, len(confusions), squeeze=False)
     for ax, (kind, cm) in zip(axes[0], confusions.items(), strict=True):
         shown = cm / cm.sum(1, keepdims=True).clip(min=1) if normalize else cm
         ax.imshow(shown, cmap="Blues")
@@ -133,7 +133,6 @@ def _plot(confusions: dict[str, np.ndarray], classes: list[str], dest: Path, nor
     fig.tight_layout()
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout,

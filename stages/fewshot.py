@@ -141,12 +141,10 @@ def own_points(metrics: dict[str, dict], shots: float) -> pd.DataFrame:
 
 def plot_curve(curve: pd.DataFrame, dest: Path, title: str) -> None:
     """Accuracy against shots per class, one line per method with a +-std band (log-scaled x)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: a file, not a window (stages.evaluate._plot)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for method, g in curve.groupby("method", sort=False):
         ax.plot(g["shots"], g["test_accuracy"], marker="o", label=method)
         ax.fill_between(g["shots"], g["test_accuracy"] - g["std"], g["test_accuracy"] + g["std"], alpha=0.2)
@@ -159,4 +157,3 @@ def plot_curve(curve: pd.DataFrame, dest: Path, title: str) -> None:
     fig.tight_layout()
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
