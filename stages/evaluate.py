@@ -135,9 +135,19 @@ def _plot(confusions: dict[str, np.ndarray], classes: list[str], dest: Path, nor
         fig.savefig(tmp, format="png", dpi=100)
 
 
+def _require_inputs(task_name: str, layout: Layout) -> None:
+    """The trained models' files, named with the stage that writes them, before anything is read."""
+    needed = {layout.head(task_name) / f: "train_head" for f in (HEAD_INFO_FILE, HEAD_FILE, REFERENCE_FILE)}
+    needed[layout.finetune(task_name) / FINETUNE_INFO_FILE] = "finetune"
+    for path, stage in needed.items():
+        if not path.is_file():
+            raise PipelineError(f"{path} not found; run `dvc repro {stage}@{task_name}` first")
+
+
 def run(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: Layout,
         head: P.Head | None = None) -> dict:
     """`head`: the settings of the heads fitted per shot seed and efficiency point (params.head)."""
+    _require_inputs(task_name, layout)
     out_dir = layout.results(task_name)
     all_preds = feature_predictions(task_name, task, seed, layout)
     all_preds["prototype"] = prototype_predictions(task_name, task, seed, layout)

@@ -1,14 +1,20 @@
-"""Helpers shared by the stage tests: small real-image datasets cut from the exported digits."""
+"""Helpers shared by the stage tests: small real-image datasets cut from the exported digits, and a feature
+set of real digits as raw pixels (no backbone to run)."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
 from stages import backbone, feature_store, prepare
+from stages import params as P
 from stages.params import Backbone, Dataset
 from stages.paths import Layout
+from tests.conftest import SMALL_PARAMS
 
 
 def subset_imagefolder(src: Path, dest: Path, classes, per_class: int) -> Path:
@@ -43,3 +49,37 @@ def tiny_layout(root: Path, tiny_digits: Path) -> Layout:
     for name, size in (("bb32", 32), ("bb24", 24)):
         backbone.run(name, Backbone(arch="resnet18", weights="none", image_size=size), layout.backbone(name), 0)
     return layout
+
+
+def pixels_features(root: Path, head: dict | None = None,
+                    split_p: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> tuple[Layout, P.Params]:
+    """A project whose feature set is 600 of scikit-learn's real digits as 64 raw pixels (no backbone to
+    run), with task `pixels` (5 classes, no shot seeds); `head`: its params.head (SMALL_PARAMS' otherwise);
+    `split_p`: the chances of train, val and test."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x, y = data.data[:600].astype(np.float16), data.target[:600]
+    split = np.random.default_rng(0).choice(["train", "val", "test"], len(y), p=list(split_p))
+    index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(y))], "label": y.astype(str), "split": split})
+    layout = Layout(root)
+    writer = feature_store.ShardWriter(layout.features("pixels"))
+    writer.add(x)
+    feature_store.write(layout.features("pixels"), index, writer.close(), {"dim": x.shape[1]})
+    raw = {**SMALL_PARAMS, "features": {**SMALL_PARAMS["features"],
+                                        "pixels": {"dataset": "digits", "backbone": "random"}},
+           "tasks": {"pixels": {"features": "pixels", "classes": ["0", "1", "2", "3", "4"]}},
+           "head": head or SMALL_PARAMS["head"]}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return layout, P.load(root / "params.yaml")
+
+
+def pixels_project(root: Path, **kwargs) -> tuple[Layout, P.Params]:
+    """pixels_features(root, **kwargs), through train_head and finetune (none)."""
+    from stages import finetune, train_head
+
+    layout, params = pixels_features(root, **kwargs)
+    task = params.tasks["pixels"]
+    train_head.run("pixels", task, params.head, params.seed, root, layout.head("pixels"))
+    finetune.run("pixels", task, params.finetune, params.seed, layout, params.device)
+    return layout, params

@@ -2,6 +2,8 @@
 over every class of the task, including classes missing from the truth or from the predictions."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from stages import evaluate
 from stages import params as P
 from stages.errors import PipelineError
-from stages.paths import Layout
+
+from .conftest import pixels_project
 
 
 def _cases():
@@ -62,12 +65,17 @@ def test_confusion_rejects_a_class_index_out_of_range():
         evaluate.confusion(np.array([0, 3]), np.array([0, 1]), 3)
 
 
-def test_a_task_without_test_images_is_named(monkeypatch, tmp_path):
+def test_a_task_without_test_images_is_named(tmp_path):
     """scikit-learn's metrics raised on an empty test split; numpy's would give NaN: evaluate says what to do."""
-    frame = pd.DataFrame({"image_id": ["a", "b"], "split": ["val", "val"], "target": ["x", "y"], "y": [0, 1],
-                          "pred": [0, 1]})
-    monkeypatch.setattr(evaluate, "feature_predictions",
-                        lambda *a: {"head": (frame, {"classes": ["x", "y"], "n_train": 4})})
-    monkeypatch.setattr(evaluate, "prototype_predictions", lambda *a: (frame, {"n_train": 4}))
-    with pytest.raises(PipelineError, match=r"tasks\.t: no test images .* test_fraction .*'f'"):
-        evaluate.run("t", P.Task(features="f"), P.Evaluate(), 0, Layout(tmp_path))
+    layout, params = pixels_project(tmp_path, split_p=(0.7, 0.3, 0.0))  # real features, no test split
+    with pytest.raises(PipelineError, match=r"tasks\.pixels: no test images .* test_fraction .*'pixels'"):
+        evaluate.run("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout)
+
+
+@pytest.mark.parametrize("missing, stage", [("head", "train_head"), ("finetune", "finetune")])
+def test_evaluate_before_its_inputs_names_the_stage_to_run(tmp_path, missing, stage):
+    layout, params = pixels_project(tmp_path)
+    shutil.rmtree(getattr(layout, missing)("pixels"))
+    with pytest.raises(PipelineError, match=rf"not found; run `dvc repro {stage}@pixels` first"):
+        evaluate.run("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout)
+    assert not layout.results("pixels").exists()  # nothing written

@@ -12,16 +12,15 @@ import ast
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
 from stages import params as P
 from stages.paths import Layout
 from tests.conftest import ENV, REPO, SMALL_PARAMS
+
+from .conftest import pixels_features, pixels_project
 
 HEAVY = ("torch", "torchvision", "sklearn")
 
@@ -59,40 +58,6 @@ def test_evaluate_imports_neither_torch_nor_sklearn():
     assert loaded_after("import stages.evaluate")[0] == []
 
 
-def _pixels_features(root: Path, head: dict | None = None) -> tuple[Layout, P.Params]:
-    """A project whose feature set is 600 of scikit-learn's real digits as 64 raw pixels (no backbone to
-    run), with task `pixels` (5 classes, no shot seeds); `head`: its params.head (SMALL_PARAMS' otherwise)."""
-    from sklearn.datasets import load_digits
-
-    from stages import feature_store
-
-    data = load_digits()
-    x, y = data.data[:600].astype(np.float16), data.target[:600]
-    split = np.random.default_rng(0).choice(["train", "val", "test"], len(y), p=[0.6, 0.2, 0.2])
-    index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(y))], "label": y.astype(str), "split": split})
-    layout = Layout(root)
-    writer = feature_store.ShardWriter(layout.features("pixels"))
-    writer.add(x)
-    feature_store.write(layout.features("pixels"), index, writer.close(), {"dim": x.shape[1]})
-    raw = {**SMALL_PARAMS, "features": {**SMALL_PARAMS["features"],
-                                        "pixels": {"dataset": "digits", "backbone": "random"}},
-           "tasks": {"pixels": {"features": "pixels", "classes": ["0", "1", "2", "3", "4"]}},
-           "head": head or SMALL_PARAMS["head"]}
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return layout, P.load(root / "params.yaml")
-
-
-def _pixels_project(root: Path) -> tuple[Layout, P.Params]:
-    """_pixels_features, through train_head and finetune (none)."""
-    from stages import finetune, train_head
-
-    layout, params = _pixels_features(root)
-    task = params.tasks["pixels"]
-    train_head.run("pixels", task, params.head, params.seed, root, layout.head("pixels"))
-    finetune.run("pixels", task, params.finetune, params.seed, layout, params.device)
-    return layout, params
-
-
 def test_train_head_of_the_linear_probe_runs_without_torch(tmp_path):
     """params.head's default (optimizer lbfgs) is fitted in numpy and scipy; scikit-learn only for the
     reference row. The head file is a FeatureHead's, as fine-tuning (LP-FT) loads it with torch."""
@@ -100,7 +65,7 @@ def test_train_head_of_the_linear_probe_runs_without_torch(tmp_path):
     from stages.feature_store import load_features
     from stages.tasks import select
 
-    layout, params = _pixels_features(tmp_path, {"optimizer": "lbfgs", "sweep": {"C": [0.001, 0.1, 10.0]}})
+    layout, params = pixels_features(tmp_path, {"optimizer": "lbfgs", "sweep": {"C": [0.001, 0.1, 10.0]}})
     loaded, printed = loaded_after("from stages import train_head\ntrain_head.main(['pixels'])", cwd=tmp_path)
     assert loaded == ["sklearn"]
     assert printed.startswith("train_head@pixels: val accuracy")
@@ -118,7 +83,7 @@ def test_evaluate_of_a_task_without_shot_seeds_runs_without_torch_or_sklearn(tmp
     from stages.feature_store import load_features
     from stages.tasks import select
 
-    layout, params = _pixels_project(tmp_path)
+    layout, params = pixels_project(tmp_path)
     task = params.tasks["pixels"]
     loaded, printed = loaded_after("from stages import evaluate\nevaluate.main(['pixels'])", cwd=tmp_path)
     assert loaded == []
