@@ -151,8 +151,9 @@ def write_images(dest: Path, indices: range | list[int], size: int, fmt: str = "
 
 def make_backbone(dest: Path, arch: str, image_size: int, seed: int = 0):
     """A seeded random-init torchvision backbone saved the way the backbone stage saves it."""
-    from stages import backbone
     from stages.params import Backbone
+
+    from stages import backbone
 
     return backbone.run(dest.name, Backbone(arch=arch, weights="none", image_size=image_size), dest, seed)
 

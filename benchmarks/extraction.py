@@ -93,9 +93,9 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def run(work: Path, quick: bool = False) -> dict:
     import torch
+    from stages.params import FeatureSet
 
     from stages import backbones, devices, feature_store, features
-    from stages.params import FeatureSet
 
     device = devices.resolve(os.environ.get("TRANSFERLAB_BENCH_DEVICE", "cpu"))
     c = QUICK if quick else (FULL_CUDA if device.type == "cuda" else FULL)

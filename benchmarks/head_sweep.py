@@ -59,10 +59,10 @@ def _compare(x, y, n_classes: int, cfgs, repeats: int) -> dict:
 
 def run(work: Path, quick: bool = False) -> dict:
     import torch
-
-    from stages import features
     from stages.params import FeatureSet, Head
     from stages.paths import Layout
+
+    from stages import features
 
     c = QUICK if quick else FULL
     manifest = write_images(work / "images", range(c["n_train"]), 32, "PNG")

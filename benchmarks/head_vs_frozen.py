@@ -26,11 +26,11 @@ def _frozen_baseline(paths, labels, test_paths, test_labels, backbone_dir: Path,
                      epochs: int, batch_size: int, seed: int = 0) -> tuple[dict, float]:
     """The tutorial: frozen trunk + nn.Linear, the trunk run on every batch of every epoch."""
     import torch
+    from stages.trainer import warmup_cosine
     from torch import nn
     from torch.utils.data import DataLoader
 
     from stages import backbones, images
-    from stages.trainer import warmup_cosine
 
     torch.manual_seed(seed)
     with timed() as t:
@@ -62,10 +62,10 @@ def _frozen_baseline(paths, labels, test_paths, test_labels, backbone_dir: Path,
 
 def run(work: Path, quick: bool = False) -> dict:
     import torch
-
-    from stages import features, heads
     from stages.params import FeatureSet, Head
     from stages.paths import Layout
+
+    from stages import features, heads
 
     c = QUICK if quick else FULL
     n_train, n_test = c["n_train"], c["n_test"]

@@ -23,9 +23,9 @@ QUICK = {"n": 200, "arch": "resnet18", "image_size": 32, "source_px": 32, "batch
 
 def run(work: Path, quick: bool = False) -> dict:
     import torch
+    from stages.params import FeatureSet
 
     from stages import backbones, feature_store, features
-    from stages.params import FeatureSet
 
     c = QUICK if quick else FULL
     n, new = c["n"], max(1, c["n"] // 100)

@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _ours(root: Path, out: Path) -> dict:
-    from stages import prepare
     from stages.params import Dataset
+
+    from stages import prepare
 
     res = prepare.run(Dataset(source="imagefolder", root=str(root)), out, seed=0, name="gen")
     return {"images": res.n_images, "rejected": res.n_rejected}
@@ -37,7 +38,6 @@ def _ours(root: Path, out: Path) -> dict:
 
 def _baseline(root: Path, out: Path) -> dict:
     import numpy as np
-
     from stages.images import decode
 
     paths = sorted(str(p) for p in root.rglob("*") if p.is_file())

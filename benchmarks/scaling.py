@@ -33,10 +33,10 @@ def point(manifest: Path, n: int, backbone: Path, store: Path, out: Path) -> dic
     """One point, run in a fresh process (python -m benchmarks.scaling ...)."""
     import pandas as pd
     import torch
+    from stages.params import FeatureSet
 
     from benchmarks.common import proc_status_mb
     from stages import features
-    from stages.params import FeatureSet
 
     frame = pd.read_parquet(manifest).iloc[:n].reset_index(drop=True)
     before = proc_status_mb("VmRSS")

@@ -12,8 +12,7 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 
 from filelock import FileLock
-
-from stages.errors import PipelineError
+from transferlab.config.errors import PipelineError
 
 _NODE = re.compile(r'^"(?P<stage>[^"]+)";$')
 _EDGE = re.compile(r'^"(?P<upstream>[^"]+)" -> "(?P<downstream>[^"]+)";$')

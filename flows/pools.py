@@ -25,10 +25,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
+from transferlab.config.errors import PipelineError
 
 from flows import dvc_cli
-from stages import params as P
-from stages.errors import PipelineError
+from transferlab.config import params as P
 
 POOLS = ("gpu", "cpu")
 GPU_KINDS = {"pretrain", "features", "finetune", "scratch"}

@@ -1,25 +1,23 @@
 """Stage backbone@<name>: materialise a backbone (torchvision enum, local file, or seeded random init)."""
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
 
-from stages import backbones, cli
-from stages import params as P
-from stages.paths import Layout
-
-
-def run(name: str, entry: P.Backbone, out_dir: Path, seed: int) -> backbones.BackboneInfo:
-    model, pre, source = backbones.materialise(entry.arch, entry.weights, entry, seed)
-    return backbones.save(model, out_dir, name, entry.arch, pre, source)
-
-
-def _main(params: P.Params, name: str) -> str:
-    info = run(name, params.backbones[name], Layout().backbone(name), params.seed)
-    return f"backbone@{name}: {info.arch} ({info.source['kind']}), {info.feature_dim}-d features"
+from transferlab.config import params as P
+from transferlab.config.errors import reported_as_one_line
+from transferlab.config.paths import Layout
+from transferlab.models import backbones
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.stage_main(__doc__, _main, argv)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("name", help="a backbones entry of params.yaml")
+    name = parser.parse_args(argv).name
+    with reported_as_one_line():
+        layout = Layout()
+        params = P.load(layout.params)
+        info = backbones.create(name, params.entry("backbones", name), layout.backbone(name), params.seed)
+        print(f"backbone@{name}: {info.arch} ({info.source['kind']}), {info.feature_dim}-d features")
 
 
 if __name__ == "__main__":

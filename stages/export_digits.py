@@ -5,21 +5,18 @@ import argparse
 import shutil
 from pathlib import Path
 
-from stages import cli
-from stages.datasets import export_digits
-from stages.paths import EMBEDDED_DIGITS_ROOT
-
-
-def run(root: Path) -> int:
-    if root.exists():
-        shutil.rmtree(root)
-    return export_digits(root)
+from transferlab.config.errors import reported_as_one_line
+from transferlab.config.paths import EMBEDDED_DIGITS_ROOT
+from transferlab.data.digits import export_digits
 
 
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
-    with cli.reporting_errors():
-        print(f"exported {run(Path(EMBEDDED_DIGITS_ROOT))} digit images to {EMBEDDED_DIGITS_ROOT}")
+    with reported_as_one_line():
+        root = Path(EMBEDDED_DIGITS_ROOT)
+        if root.exists():
+            shutil.rmtree(root)
+        print(f"exported {export_digits(root)} digit images to {root}")
 
 
 if __name__ == "__main__":

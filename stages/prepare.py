@@ -1,84 +1,26 @@
 """Stage prepare@<dataset>: list, decode and hash every file once; refuse broken ones by name; fix splits.
 
-Writes data/prepared/<dataset>/: manifest.parquet (image_id, path, label, split, sha256, pixel_sha256, width,
-height, duplicate_of), rejected.csv (path, label, reason: every file refused: empty, not an image,
-undecodable, unreadable, or outside the root) and duplicates.csv (stages/splits.py). Streams: one decoded
-image in memory at a time, small rows kept for the manifest.
-"""
+Writes data/prepared/<dataset>/: manifest.parquet, rejected.csv and duplicates.csv (transferlab.data.prepare)."""
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
+import argparse
 
-import pandas as pd
-from tqdm import tqdm
-
-from stages import cli, splits
-from stages import params as P
-from stages.atomic import write_csv, write_parquet
-from stages.datasets import REJECTED, SPLITS, list_images
-from stages.errors import PipelineError
-from stages.images import ImageRejected, inspect
-from stages.paths import Layout
-
-COLUMNS = ["image_id", "path", "label", "split", "sha256", "pixel_sha256", "width", "height", "duplicate_of"]
-
-
-@dataclass(frozen=True)
-class PrepareResult:
-    n_images: int
-    n_rejected: int
-    split_counts: dict[str, int]
-    n_duplicates: int = 0
-    n_dropped: int = 0
-
-
-def _decode_all(files: pd.DataFrame, desc: str) -> tuple[pd.DataFrame, list[tuple]]:
-    """Each file read and decoded once: (good rows with hashes and size, [(path, label, reason)])."""
-    good, rejected = [], []
-    rows = files.itertuples(index=False)
-    for row in tqdm(rows, total=len(files), desc=desc, unit="file", mininterval=1.0):
-        try:
-            info = inspect(row.path)
-        except ImageRejected as err:
-            rejected.append((row.path, row.label, err.reason))
-            continue
-        good.append((row.image_id, row.path, row.label, row.split, info.sha256, info.pixel_sha256,
-                     info.width, info.height))
-    return pd.DataFrame(good, columns=COLUMNS[:-1]), rejected
-
-
-def run(ds: P.Dataset, out_dir: Path, seed: int, name: str = "dataset") -> PrepareResult:
-    out_dir = Path(out_dir)
-    if (out_dir / "images").exists():  # materialised images of an earlier run
-        shutil.rmtree(out_dir / "images")
-    listing = list_images(ds, out_dir / "images")
-    good, rejected = _decode_all(listing.files, f"prepare {name}")
-    rejected = pd.concat([listing.rejected, pd.DataFrame(rejected, columns=REJECTED)], ignore_index=True)
-    write_csv(out_dir / "rejected.csv", rejected)
-    if good.empty:
-        raise PipelineError(f"dataset {ds.root}: no decodable images; see {out_dir / 'rejected.csv'}")
-    lost = sorted(set(listing.files["label"]) - set(good["label"]))
-    if lost:
-        raise PipelineError(f"dataset {ds.root}: class(es) {lost} have no decodable image (every file "
-                            f"rejected; see {out_dir / 'rejected.csv'}); fix the files or remove the class")
-    manifest, duplicates = splits.resolve(good, ds.val_fraction, ds.test_fraction, seed)
-    write_csv(out_dir / "duplicates.csv", duplicates)
-    write_parquet(out_dir / "manifest.parquet", manifest[COLUMNS])
-    counts = {s: int((manifest["split"] == s).sum()) for s in SPLITS}
-    return PrepareResult(len(manifest), len(rejected), counts, len(duplicates),
-                         int((~duplicates["kept"].astype(bool)).sum()))
-
-
-def _main(params: P.Params, name: str) -> str:
-    res = run(params.datasets[name], Layout().prepared(name), params.seed, name)
-    return (f"prepare@{name}: {res.n_images} images {res.split_counts}, {res.n_rejected} rejected, "
-            f"{res.n_duplicates} duplicates ({res.n_dropped} dropped from a second split)")
+from transferlab.config import params as P
+from transferlab.config.errors import reported_as_one_line
+from transferlab.config.paths import Layout
+from transferlab.data.prepare import prepare
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.stage_main(__doc__, _main, argv)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("dataset", help="a datasets entry of params.yaml")
+    dataset = parser.parse_args(argv).dataset
+    with reported_as_one_line():
+        layout = Layout()
+        params = P.load(layout.params)
+        res = prepare(params.entry("datasets", dataset), layout.prepared(dataset), params.seed, dataset)
+        print(f"prepare@{dataset}: {res.n_images} images {res.split_counts}, {res.n_rejected} rejected, "
+              f"{res.n_duplicates} duplicates ({res.n_dropped} dropped from a second split)")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,25 @@
 """Stage validate: check params.yaml against the schema before any other stage runs.
 
 Every stage depends on its marker, so a bad key, type or reference fails first, as one line naming the key,
-rather than as a missing-path error from DVC. The marker's content never changes, so a valid edit
-re-runs only the stages whose own params changed."""
+rather than as a missing-path error from DVC. The marker's content never changes, so a valid edit re-runs only
+the stages whose own params changed."""
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
 
-from stages import cli
-from stages.atomic import write_text
-from stages.paths import Layout
-
-
-def run(marker: Path) -> None:
-    write_text(marker, "params.yaml is valid\n")
+from transferlab.config import params as P
+from transferlab.config.errors import reported_as_one_line
+from transferlab.config.paths import Layout
+from transferlab.io.atomic import write_text
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.stage_main(__doc__, lambda params: run(Layout().params_ok) or "params.yaml is valid", argv, entry=None)
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
+    with reported_as_one_line():
+        layout = Layout()
+        P.load(layout.params)
+        write_text(layout.params_ok, "params.yaml is valid\n")
+        print("params.yaml is valid")
 
 
 if __name__ == "__main__":

@@ -56,12 +56,14 @@ def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
 def make_project(dest: Path, params: dict) -> Path:
     """A real git + DVC repository with this project's stages, dvc.yaml and the given params."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("stages", "src"):  # the stages' code deps (dvc.yaml) are these folders
+        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, dest / name)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=dest)
     sh("dvc", "init", "-q", cwd=dest)
+    shutil.copytree(REPO / ".dvc" / "plots", dest / ".dvc" / "plots")
     sh("git", "add", "-A", cwd=dest)
     sh("git", "commit", "-qm", "init", cwd=dest)
     return dest
@@ -77,8 +79,12 @@ def small_params() -> dict:
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory) -> Path:
     """The embedded digits exported once as an ImageFolder."""
-    from stages.datasets import export_digits
+    from transferlab.data.digits import export_digits
 
     root = tmp_path_factory.mktemp("digits")
     export_digits(root)
     return root
+
+
+# Fixtures of tests/projects.py, for every test folder (its helper functions are imported from it directly).
+from tests.projects import private_store, tiny_digits  # noqa: E402, F401

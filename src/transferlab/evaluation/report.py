@@ -1,0 +1,80 @@
+"""Every task and every method side by side: reports/summary.csv and reports/report.md."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from transferlab.config import params as P
+from transferlab.config.errors import PipelineError
+from transferlab.config.paths import FINETUNE_INFO_FILE, HEAD_INFO_FILE, SCRATCH_INFO_FILE, Layout
+from transferlab.io.atomic import write_csv, write_text
+
+COLUMNS = ["task", "method", "features", "backbone", "backbone_run", "shots", "test_accuracy", "val_accuracy",
+           "macro_f1", "n_train", "n_test", "seconds",
+           "test_accuracy_mean", "test_accuracy_std", "n_seeds"]
+# Whether a method runs the backbone on the task's images (costly) or only reads the cached features.
+BACKBONE_RUN = {"head": "no", "reference": "no", "prototype": "no", "finetune": "yes", "scratch": "yes"}
+
+
+def _seconds(layout: Layout, name: str) -> dict:
+    """Training seconds per metrics kind of one task."""
+    head_info = json.loads((layout.head(name) / HEAD_INFO_FILE).read_text())
+    scratch = layout.scratch(name) / SCRATCH_INFO_FILE
+    return {"head": head_info["seconds"], "reference": head_info["reference"]["seconds"],
+            "finetune": json.loads((layout.finetune(name) / FINETUNE_INFO_FILE).read_text()).get("seconds"),
+            "scratch": json.loads(scratch.read_text()).get("seconds") if scratch.is_file() else None}
+
+
+def report(params: P.Params, layout: Layout) -> pd.DataFrame:
+    """Collect every task's metrics.json into reports/summary.csv and reports/report.md -> the table."""
+    rows = []
+    for name, task in params.tasks.items():
+        path = layout.results(name) / "metrics.json"
+        if not path.is_file():
+            raise PipelineError(f"{path} not found; run `dvc repro evaluate@{name}` first")
+        seconds = _seconds(layout, name)
+        for kind, m in json.loads(path.read_text()).items():
+            method = m.get("mode", kind) if kind == "finetune" else kind
+            rows.append({"task": name, "method": method, "features": task.features,
+                         "backbone": params.features[task.features].backbone,
+                         "backbone_run": BACKBONE_RUN.get(kind),
+                         "shots": task.shots if task.shots else "all", **m, "seconds": seconds.get(kind)})
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS).astype({"n_seeds": "Int64"})
+    write_csv(layout.summary_csv, table)
+    write_text(layout.report_md, "# Results\n\nTest and validation accuracy per task and method "
+               "(`seconds`: training time of that method; the `prototype` head has no training; "
+               "`backbone_run`: whether it ran the backbone on the task's images, or only read the cached "
+               "features; `scratch`: the same architecture trained from random init, the no-transfer baseline; "
+               "`over seeds`: test accuracy mean ± std over the task's `shot_seeds` draws of its k shots).\n\n"
+               + markdown(table) + "\n" + efficiency_section(params, layout))
+    return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    shown = table.drop(columns=["test_accuracy_mean", "test_accuracy_std", "n_seeds"], errors="ignore")
+    if table["n_seeds"].notna().any():
+        shown["over seeds"] = [f"{m:.3f} ± {s:.3f} ({int(n)})" if pd.notna(n) else ""
+                               for m, s, n in zip(table["test_accuracy_mean"], table["test_accuracy_std"],
+                                                  table["n_seeds"], strict=True)]
+    return shown.astype(object).where(shown.notna(), None).to_markdown(index=False, floatfmt=".3f",
+                                                                       missingval="")
+
+
+def efficiency_section(params: P.Params, layout: Layout) -> str:
+    """Per task with efficiency_shots: test accuracy (mean ± std over its draws) per method and shots."""
+    parts = []
+    for name, task in params.tasks.items():
+        path = layout.results(name) / "efficiency.csv"
+        if not task.efficiency_shots or not path.is_file():
+            continue
+        curve = pd.read_csv(path)
+        cell = curve.assign(value=[f"{a:.3f} ± {s:.3f}" for a, s in zip(curve["test_accuracy"], curve["std"],
+                                                                          strict=True)])
+        wide = cell.pivot(index="shots", columns="method", values="value").reset_index()
+        seeds = int(curve["n_seeds"].max())
+        parts.append(f"### {name}\n\nTest accuracy against training images per class ({seeds} draw"
+                     f"{'s' if seeds > 1 else ''} each; plot: `results/{name}/efficiency.png`, "
+                     f"`dvc plots show results/{name}/efficiency.csv`).\n\n"
+                     + wide.to_markdown(index=False) + "\n")
+    return "\n## Data efficiency\n\n" + "\n".join(parts) if parts else ""

@@ -1,0 +1,31 @@
+"""The feature key: everything that determines a backbone's features. Same key, same numbers."""
+from __future__ import annotations
+
+import torch
+
+from transferlab.data.images import DECODER
+from transferlab.models import devices
+from transferlab.models.backbones import BackboneInfo, versions
+
+MEMORY_FORMAT = "channels_last"  # of the images and the trunk during extraction, on every device
+
+
+def feature_key(info: BackboneInfo, device: torch.device, batch_size: int, compute_dtype: str = "float32") -> dict:
+    """Everything that determines the numbers: same key, same features.
+
+    The forward batch size is part of it. Measured on CPU (resnet18 at 24/32 px, torch 2.14): an image alone
+    in a forward pass gives other float16 values (for ~70% of digit images) than in a batch of 2 to 64, and
+    within one batch shape neither the other images nor the position matter. So every forward pass is padded
+    to exactly batch_size images (transferlab.features.extract.pad), and other batch sizes (other shapes, other
+    GPU kernels) miss. The compute dtype and the memory format (channels_last everywhere: other kernels, other
+    numbers) are in it too."""
+    return {"backbone_fingerprint": info.fingerprint, "arch": info.arch,
+            "layer": f"input of {info.classifier}", "preprocessing": info.preprocessing,
+            "decoder": DECODER, "device": device.type,
+            "compute_dtype": compute_dtype, "memory_format": MEMORY_FORMAT,
+            "forward_batch_size": batch_size, "storage_dtype": "float16", **versions()}
+
+
+def compute_dtype_name(device: torch.device, precision: str = "auto") -> str:
+    """The dtype the backbone computes in on `device` for features.<set>.precision, as the key spells it."""
+    return str(devices.inference_dtype(device, precision)).removeprefix("torch.")

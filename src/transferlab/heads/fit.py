@@ -1,0 +1,49 @@
+"""Fit the configured head on cached features and keep the best on val: the linear probe (optimizer lbfgs,
+numpy + scipy) or AdamW heads (torch, loaded only for them). Heads come back as head_file.HeadFile."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from transferlab.config.sections import Head
+from transferlab.heads import head_file, linear_probe
+from transferlab.heads.head_file import HeadFile
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The heads of a config's grid (one without a sweep), their val accuracy, and the one kept."""
+
+    heads: list[HeadFile]
+    val_accuracy: list[float]
+    best: int
+    stats: dict
+
+    @property
+    def head(self) -> HeadFile:
+        return self.heads[self.best]
+
+
+def fit_best(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int, cfg: Head,
+             seed: int) -> Fitted:
+    """Train cfg's head, or every head of cfg.sweep together, and keep the best on val: the highest val
+    accuracy, ties to the first in grid order (kind, then lr, then weight decay, as written)."""
+    if cfg.optimizer == "lbfgs":  # one full-batch L-BFGS per C: each pass already covers every image at once
+        runs = linear_probe.lbfgs_path(x, y, n_classes, cfg.grid())
+        trained = [h for h, _ in runs]
+        stats = {"seconds": sum(st["seconds"] for _, st in runs),
+                 "final_train_loss": [st["final_train_loss"] for _, st in runs]}
+    else:
+        from transferlab.heads import torch_heads as heads  # torch
+
+        if cfg.sweep is None:
+            head, stats = heads.train(x, y, n_classes, cfg, seed)
+            modules, stats["final_train_loss"] = [head], [stats["final_train_loss"]]
+        else:
+            modules, stats = heads.train_sweep(x, y, n_classes, cfg.grid(), seed)
+        trained = [heads.to_file(h) for h in modules]
+    accs = [float((head_file.predict(h, x_val).argmax(1) == y_val).mean()) if len(y_val) else float("nan")
+            for h in trained]
+    best = int(np.argmax([-1.0 if np.isnan(a) else a for a in accs]))  # the first of the best
+    return Fitted(trained, accs, best, stats)

@@ -1,0 +1,47 @@
+"""Atomic file writes: a temp file in the same folder, then rename, so a reader never sees half a file."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # frames arrive from callers: validate and skipped stages need not import pandas (0.4 s)
+    import pandas as pd
+
+
+@contextmanager
+def atomic_path(dest: Path | str) -> Iterator[Path]:
+    """Yield a temp path beside `dest`; on success it replaces `dest`, on error it is removed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(dest: Path | str, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(dest: Path | str, obj: object) -> None:
+    write_text(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_parquet(dest: Path | str, frame: pd.DataFrame) -> None:
+    with atomic_path(dest) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def write_csv(dest: Path | str, frame: pd.DataFrame) -> None:
+    with atomic_path(dest) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -1,0 +1,182 @@
+"""Torchvision backbones: build, materialise weights (enum / local file / random), save, and load as a trunk."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchvision import models
+
+from transferlab.config.errors import PipelineError
+from transferlab.config.sections import Backbone, Preprocessing
+from transferlab.io.atomic import atomic_path, write_json
+from transferlab.io.hashing import file_sha256
+
+WEIGHTS_FILE = "weights.safetensors"
+INFO_FILE = "backbone.json"
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What backbone.json records: enough to rebuild the model and to key its features."""
+
+    name: str
+    arch: str
+    num_classes: int
+    classifier: str
+    feature_dim: int
+    preprocessing: dict
+    source: dict
+    fingerprint: str
+
+
+def build(arch: str, num_classes: int | None = None) -> nn.Module:
+    """A randomly initialised torchvision classification model (call torch.manual_seed first)."""
+    if arch not in models.list_models(module=models):
+        raise PipelineError(f"backbone arch {arch!r} is not a torchvision classification model; "
+                            "see torchvision.models.list_models(torchvision.models)")
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    return models.get_model(arch, weights=None, **kwargs)
+
+
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The classifier: the model's last nn.Linear, whose input is the penultimate feature."""
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise PipelineError(f"{type(model).__name__} has no linear classifier to take features before")
+    return found[-1]
+
+
+def _set_module(model: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def preprocessing(pre: Preprocessing) -> dict:
+    """The preprocessing dict for backbones configured by hand (random init, local file, pretrain)."""
+    return {"crop_size": pre.image_size, "resize_size": pre.resize_size or pre.image_size,
+            "interpolation": pre.interpolation, "antialias": pre.antialias,
+            "mean": list(pre.mean), "std": list(pre.std)}
+
+
+def _enum_weights(arch: str, name: str):
+    try:
+        enum = models.get_model_weights(arch)
+    except (ValueError, KeyError):
+        raise PipelineError(f"backbone arch {arch!r} is not a torchvision classification model") from None
+    try:
+        return enum[name]
+    except KeyError:
+        known = ", ".join(w.name for w in enum)
+        raise PipelineError(f"weights {name!r} are not a {enum.__name__} enum name; known: {known}, "
+                            "or a local .safetensors/.pth file, or none") from None
+
+
+def _weights_preprocessing(weights) -> dict:
+    tf = weights.transforms()
+    return {"crop_size": int(tf.crop_size[0]), "resize_size": int(tf.resize_size[0]),
+            "interpolation": tf.interpolation.value, "antialias": bool(tf.antialias),
+            "mean": list(tf.mean), "std": list(tf.std)}
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise PipelineError(f"weights file {path} not found; give an existing .safetensors or .pth file")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    except Exception as err:
+        raise PipelineError(f"{path}: not a loadable state dict ({err}); save it with "
+                            "torch.save(model.state_dict()) or as .safetensors") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PipelineError(f"{path}: holds no state dict of tensors")
+    return obj
+
+
+def _from_state_dict(arch: str, state: dict[str, torch.Tensor], where: str) -> nn.Module:
+    cls_name, _ = last_linear(build(arch))
+    key = f"{cls_name}.weight"
+    num_classes = int(state[key].shape[0]) if key in state else None
+    model = build(arch, num_classes)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise PipelineError(f"{where}: weights do not fit {arch}: {str(err).splitlines()[0]}") from None
+    return model
+
+
+def materialise(arch: str, weights: str, pre: Preprocessing, seed: int) -> tuple[nn.Module, dict, dict]:
+    """Build the model an entry names -> (model, preprocessing dict, source description)."""
+    if weights == "none":
+        torch.manual_seed(seed)
+        return build(arch), preprocessing(pre), {"kind": "random", "seed": seed}
+    if weights.endswith((".safetensors", ".pth", ".pt")):
+        path = Path(weights)
+        model = _from_state_dict(arch, _read_state_dict(path), str(path))
+        digest = file_sha256(path)
+        return model, preprocessing(pre), {"kind": "file", "path": str(path), "sha256": digest}
+    enum = _enum_weights(arch, weights)
+    try:  # torchvision's own loader: honours the torch hub cache, so it works offline once cached
+        state = enum.get_state_dict(progress=False, check_hash=True)
+    except OSError as err:
+        raise PipelineError(f"weights {arch}/{enum.name}: not in the torch hub cache "
+                            f"({torch.hub.get_dir()}) and cannot be downloaded ({err}); "
+                            "place the file there or allow network access") from None
+    model = build(arch, len(enum.meta["categories"]))
+    model.load_state_dict(state)
+    return model, _weights_preprocessing(enum), {"kind": "torchvision", "weights": str(enum), "url": enum.url}
+
+
+def save(model: nn.Module, out_dir: Path, name: str, arch: str, pre: dict, source: dict) -> BackboneInfo:
+    """Write weights.safetensors and backbone.json atomically; return what was recorded."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
+        save_file(state, tmp)
+    fingerprint = file_sha256(out_dir / WEIGHTS_FILE)
+    cls_name, cls = last_linear(model)
+    info = BackboneInfo(name=name, arch=arch, num_classes=cls.out_features, classifier=cls_name,
+                        feature_dim=cls.in_features, preprocessing=pre, source=source,
+                        fingerprint=fingerprint)
+    write_json(out_dir / INFO_FILE, info.__dict__)
+    return info
+
+
+def create(name: str, entry: Backbone, out_dir: Path, seed: int) -> BackboneInfo:
+    """What backbone@<name> does: materialise the entry's model and save it into out_dir."""
+    model, pre, source = materialise(entry.arch, entry.weights, entry, seed)
+    return save(model, out_dir, name, entry.arch, pre, source)
+
+
+def read_info(backbone_dir: Path) -> BackboneInfo:
+    path = Path(backbone_dir) / INFO_FILE
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run `dvc repro` for the backbone or pretrain stage first")
+    return BackboneInfo(**json.loads(path.read_text()))
+
+
+def load_classifier(backbone_dir: Path) -> tuple[nn.Module, BackboneInfo]:
+    """The saved model with its original classifier."""
+    info = read_info(backbone_dir)
+    model = build(info.arch, info.num_classes)
+    model.load_state_dict(load_file(Path(backbone_dir) / WEIGHTS_FILE))
+    return model, info
+
+
+def load_trunk(backbone_dir: Path) -> tuple[nn.Module, BackboneInfo]:
+    """The saved model with its classifier replaced by identity: it outputs penultimate features."""
+    model, info = load_classifier(backbone_dir)
+    _set_module(model, info.classifier, nn.Identity())
+    return model, info
+
+
+def versions() -> dict:
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__}

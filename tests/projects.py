@@ -1,0 +1,89 @@
+"""Small real projects for the tests: image datasets cut from the exported digits, and a feature set of real
+digits as raw pixels (no backbone to run). The fixtures are registered in tests/conftest.py."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import SMALL_PARAMS
+from transferlab.config import params as P
+from transferlab.config.params import Backbone, Dataset
+from transferlab.config.paths import Layout
+from transferlab.data.prepare import prepare
+from transferlab.features import sets, store
+from transferlab.models import backbones
+
+
+def subset_imagefolder(src: Path, dest: Path, classes, per_class: int) -> Path:
+    """Copy the first `per_class` images of each class folder of an ImageFolder to dest (same layout)."""
+    for c in classes:
+        files = sorted((Path(src) / str(c)).glob("*.png"))[:per_class]
+        assert len(files) == per_class, f"class {c} has only {len(files)} images"
+        (dest / str(c)).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy(f, dest / str(c) / f.name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_digits(tmp_path_factory, digits_root) -> Path:
+    """40 real digit images: 4 of each class, as an ImageFolder at an absolute path."""
+    return subset_imagefolder(digits_root, tmp_path_factory.mktemp("tiny_digits"), range(10), 4)
+
+
+@pytest.fixture(scope="module")
+def private_store(tmp_path_factory):
+    """A feature store of this test module's own, so its extracted/reused counts see no other module's runs."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(store.STORE_ENV, str(tmp_path_factory.mktemp("store")))
+        yield
+
+
+def tiny_layout(root: Path, tiny_digits: Path) -> Layout:
+    """A project root with dataset `tiny` prepared and backbones bb32 / bb24 (same seed, other image size)."""
+    layout = Layout(root)
+    prepare(Dataset(source="imagefolder", root=str(tiny_digits)), layout.prepared("tiny"), seed=0)
+    for name, size in (("bb32", 32), ("bb24", 24)):
+        entry = Backbone(arch="resnet18", weights="none", image_size=size)
+        backbones.create(name, entry, layout.backbone(name), 0)
+    return layout
+
+
+def pixels_features(root: Path, head: dict | None = None,
+                    split_p: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> tuple[Layout, P.Params]:
+    """A project whose feature set is 600 of scikit-learn's real digits as 64 raw pixels (no backbone to
+    run), with task `pixels` (5 classes, no shot seeds); `head`: its params.head (SMALL_PARAMS' otherwise);
+    `split_p`: the chances of train, val and test."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x, y = data.data[:600].astype(np.float16), data.target[:600]
+    split = np.random.default_rng(0).choice(["train", "val", "test"], len(y), p=list(split_p))
+    index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(y))], "label": y.astype(str), "split": split})
+    layout = Layout(root)
+    writer = sets.ShardWriter(layout.features("pixels"))
+    writer.add(x)
+    sets.write(layout.features("pixels"), index, writer.close(), {"dim": x.shape[1]})
+    raw = {**SMALL_PARAMS, "features": {**SMALL_PARAMS["features"],
+                                        "pixels": {"dataset": "digits", "backbone": "random"}},
+           "tasks": {"pixels": {"features": "pixels", "classes": ["0", "1", "2", "3", "4"]}},
+           "head": head or SMALL_PARAMS["head"]}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return layout, P.load(root / "params.yaml")
+
+
+def pixels_project(root: Path, **kwargs) -> tuple[Layout, P.Params]:
+    """pixels_features(root, **kwargs), through train_head and finetune (none)."""
+    from transferlab.heads.task_heads import train_task_head
+    from transferlab.training.task_run import train_on_images
+
+    layout, params = pixels_features(root, **kwargs)
+    task = params.tasks["pixels"]
+    train_task_head("pixels", task, params.head, params.seed, root, layout.head("pixels"))
+    train_on_images("finetune", "pixels", task, params.finetune, params.seed, layout, params.device)
+    return layout, params
