@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CPU_NOTE = ("CPU run: stages.features computes in the feature set's precision (auto: bf16 on a CPU with "
-            "AVX512-BF16 or AMX, as this one, else fp32) with channels_last; no pinned memory (CUDA only)")
+CPU_NOTE = ("CPU run: transferlab.features.build computes in the feature set's precision (auto: bf16 on a CPU "
+            "with AVX512-BF16 or AMX, as this one, else fp32) with channels_last; no pinned memory (CUDA only)")
 
 
 # ---- the machine ------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def digit_image(index: int, size: int, seed: int = 0) -> tuple[np.ndarray, int]:
 def write_images(dest: Path, indices: range | list[int], size: int, fmt: str = "JPEG", seed: int = 0,
                  split: str | Callable[[int], str] = "train") -> pd.DataFrame:
     """Write digit-derived images as an ImageFolder (dest/<label>/<index>.<ext>); return their manifest rows
-    (image_id, path, label, split, sha256), as stages.prepare would list them."""
+    (image_id, path, label, split, sha256), as transferlab.data.prepare would list them."""
     from PIL import Image
 
     ext = {"JPEG": "jpg", "PNG": "png"}[fmt]
@@ -151,11 +151,18 @@ def write_images(dest: Path, indices: range | list[int], size: int, fmt: str = "
 
 def make_backbone(dest: Path, arch: str, image_size: int, seed: int = 0):
     """A seeded random-init torchvision backbone saved the way the backbone stage saves it."""
-    from stages.params import Backbone
+    from transferlab.config.params import Backbone
+    from transferlab.models import backbones
 
-    from stages import backbone
+    return backbones.create(dest.name, Backbone(arch=arch, weights="none", image_size=image_size), dest, seed)
 
-    return backbone.run(dest.name, Backbone(arch=arch, weights="none", image_size=image_size), dest, seed)
+
+def predict(head, x: np.ndarray) -> np.ndarray:
+    """A trained torch head's (transferlab.heads.torch_heads.FeatureHead) logits on numpy features."""
+    import torch
+
+    with torch.inference_mode():
+        return head(torch.as_tensor(np.asarray(x, np.float32))).numpy()
 
 
 def dir_mb(path: Path) -> float:

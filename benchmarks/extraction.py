@@ -1,8 +1,8 @@
 """extraction: our extractor vs a naive loop, with model-only throughput as the ceiling.
 
-ours: stages.features.run with the feature set's defaults (precision auto: bf16 where the hardware has it;
-channels_last; batch 64; num_workers 0 on CPU, where two cores have none to spare for loader workers; more
-on CUDA), a fresh store, timed whole: loading the trunk, decoding, the forward passes, writing the store's
+ours: transferlab.features.build.build with the feature set's defaults (precision auto: bf16 where the hardware
+has it; channels_last; batch 64; num_workers 0 on CPU, where two cores have none to spare for loader workers;
+more on CUDA), a fresh store, timed whole: loading the trunk, decoding, the forward passes, writing the store's
 chunks and assembling the feature set.
 baseline: the naive loop: load the same trunk, PIL-decode and transform each image in the main process,
 batches of 32, fp32, NCHW, torch.no_grad, torch's default threads; features kept in memory, saved with np.save.
@@ -45,11 +45,12 @@ def naive(paths: list[str], backbone_dir: Path, out: Path, device, batch_size: i
     import torch
     from PIL import Image
 
-    from stages import backbones, images
+    from transferlab.data.transforms import transform
+    from transferlab.models import backbones
 
     trunk, info = backbones.load_trunk(backbone_dir)
     trunk.to(device).eval()
-    tf = images.transform(info.preprocessing)
+    tf = transform(info.preprocessing)
     feats = []
     for start in range(0, len(paths), batch_size):
         batch = []
@@ -68,7 +69,7 @@ def model_only(backbone_dir: Path, n: int, device, batch_size: int = 64, dtype: 
 
     import torch
 
-    from stages import backbones
+    from transferlab.models import backbones
 
     trunk, info = backbones.load_trunk(backbone_dir)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -93,9 +94,12 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def run(work: Path, quick: bool = False) -> dict:
     import torch
-    from stages.params import FeatureSet
 
-    from stages import backbones, devices, feature_store, features
+    from transferlab.config.params import FeatureSet
+    from transferlab.features import sets
+    from transferlab.features.build import build
+    from transferlab.features.key import MEMORY_FORMAT, compute_dtype_name
+    from transferlab.models import backbones, devices
 
     device = devices.resolve(os.environ.get("TRANSFERLAB_BENCH_DEVICE", "cpu"))
     c = QUICK if quick else (FULL_CUDA if device.type == "cuda" else FULL)
@@ -103,7 +107,7 @@ def run(work: Path, quick: bool = False) -> dict:
     manifest = write_images(work / "images", range(n), c["source_px"], "JPEG")
     bb = work / "backbone"
     make_backbone(bb, c["arch"], c["image_size"])
-    dtype = features.compute_dtype_name(device)
+    dtype = compute_dtype_name(device)
 
     trunk, _ = backbones.load_trunk(bb)  # warm-up: one-time process initialisation out of every timing
     with torch.inference_mode():
@@ -128,12 +132,12 @@ def run(work: Path, quick: bool = False) -> dict:
                                     batch_size=32 if m == "ours_batch_32" else 64,
                                     num_workers=2 if m == "ours_num_workers_2" else c["workers"],
                                     precision="float32" if m == "ours_float32" else "auto")
-                    res = features.run("gen", fs, part, bb, work / f"{m}-{r}", device,
-                                       store=work / f"store-{m}-{r}")
+                    res = build("gen", fs, part, bb, work / f"{m}-{r}", device,
+                                store_dir=work / f"store-{m}-{r}")
                     assert res.extracted == len(part), res
             secs[m] += t["seconds"]
             log.append({"round": r, "method": m, "images": len(part), "seconds": round(t["seconds"], 3)})
-        ours_rows, _ = feature_store.read(work / f"ours-{r}")
+        ours_rows, _ = sets.read(work / f"ours-{r}")
         cos.append(_cosines(ours_rows, np.load(work / f"naive-{r}.npy")))
     cos = np.concatenate(cos)
     done = {m: ran[m] or n for m in METHODS}  # images run: model-only passes round up to whole batches
@@ -150,10 +154,10 @@ def run(work: Path, quick: bool = False) -> dict:
                                     "batch 32, fp32, NCHW, torch.no_grad, torch default threads; np.save at the "
                                     "end"},
         "ours": {"seconds": secs["ours"], "images_per_second": round(ips["ours"], 3),
-                 "description": f"stages.features.run with the defaults (precision auto -> {dtype}, "
+                 "description": f"transferlab.features.build.build with the defaults (precision auto -> {dtype}, "
                                 f"channels_last, batch 64), num_workers={c['workers']}, fresh store (trunk load, "
                                 "extraction, store chunks, feature-set assembly all timed)",
-                 "compute_dtype": dtype, "memory_format": features.MEMORY_FORMAT, "num_workers": c["workers"]},
+                 "compute_dtype": dtype, "memory_format": MEMORY_FORMAT, "num_workers": c["workers"]},
         "model_only": {"seconds": secs["model_only"], "images": done["model_only"],
                        "images_per_second": round(ips["model_only"], 3),
                        "description": f"the trunk on random tensors as ours runs it: batch 64, channels_last, "

@@ -1,7 +1,7 @@
 """head_vs_frozen: a linear head trained on cached features vs the tutorial's frozen backbone on every batch.
 
-ours: stages.heads.train on the cached feature set (read with stages.features.load_features), the one-time
-extraction (stages.features.run) timed separately as extraction_seconds.
+ours: transferlab.heads.torch_heads.train on the cached feature set (read with transferlab.load_features),
+the one-time extraction (transferlab.features.build.build) timed separately as extraction_seconds.
 baseline: the frozen-backbone tutorial loop: every batch of every epoch is decoded, transformed and run
 through the frozen trunk (no_grad, eval mode), then a linear layer is trained on its output.
 Both: the same images, labels, epochs, batch size, optimiser (AdamW), learning rate, weight decay and
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import CPU_NOTE, make_backbone, timed, write_images
+from benchmarks.common import CPU_NOTE, make_backbone, predict, timed, write_images
 
 TARGET = {"speedup_min": 20}
 
@@ -26,20 +26,21 @@ def _frozen_baseline(paths, labels, test_paths, test_labels, backbone_dir: Path,
                      epochs: int, batch_size: int, seed: int = 0) -> tuple[dict, float]:
     """The tutorial: frozen trunk + nn.Linear, the trunk run on every batch of every epoch."""
     import torch
-    from stages.trainer import warmup_cosine
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from stages import backbones, images
+    from transferlab.data.transforms import ImageFiles, transform
+    from transferlab.models import backbones
+    from transferlab.optim.schedules import warmup_cosine
 
     torch.manual_seed(seed)
     with timed() as t:
         trunk, info = backbones.load_trunk(backbone_dir)
         trunk.eval().requires_grad_(False)
-        tf = images.transform(info.preprocessing)
+        tf = transform(info.preprocessing)
         linear = nn.Linear(info.feature_dim, n_classes)
         gen = torch.Generator().manual_seed(seed)
-        loader = DataLoader(images.ImageFiles(paths, labels, tf), batch_size=batch_size, shuffle=True,
+        loader = DataLoader(ImageFiles(paths, labels, tf), batch_size=batch_size, shuffle=True,
                             generator=gen, num_workers=0)
         opt = torch.optim.AdamW(linear.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = warmup_cosine(opt, epochs * len(loader))
@@ -55,17 +56,19 @@ def _frozen_baseline(paths, labels, test_paths, test_labels, backbone_dir: Path,
                 sched.step()
     correct = 0
     with torch.inference_mode():
-        for x, y in DataLoader(images.ImageFiles(test_paths, test_labels, tf), batch_size=batch_size):
+        for x, y in DataLoader(ImageFiles(test_paths, test_labels, tf), batch_size=batch_size):
             correct += int((linear(trunk(x)).argmax(1) == y).sum())
     return t, correct / len(test_paths)
 
 
 def run(work: Path, quick: bool = False) -> dict:
     import torch
-    from stages.params import FeatureSet, Head
-    from stages.paths import Layout
 
-    from stages import features, heads
+    from transferlab import load_features
+    from transferlab.config.params import FeatureSet, Head
+    from transferlab.config.paths import Layout
+    from transferlab.features.build import build
+    from transferlab.heads import torch_heads
 
     c = QUICK if quick else FULL
     n_train, n_test = c["n_train"], c["n_test"]
@@ -77,17 +80,18 @@ def run(work: Path, quick: bool = False) -> dict:
     fs = FeatureSet(dataset="gen", backbone="resnet18", batch_size=64)
 
     with timed() as ext:
-        res = features.run("gen", fs, manifest, bb, Layout(work).features("gen"), cpu, store=work / "store")
+        res = build("gen", fs, manifest, bb, Layout(work).features("gen"), cpu, store_dir=work / "store")
 
-    cfg = Head(kind="linear", epochs=c["epochs"], batch_size=c["batch_size"])  # lr, weight decay: defaults
+    # lr, weight decay: defaults; AdamW (what torch_heads.train and the baseline run) whatever Head's default is
+    cfg = Head(kind="linear", optimizer="adamw", epochs=c["epochs"], batch_size=c["batch_size"])
     y_all = manifest["label"].astype(int).to_numpy()
     train = (manifest["split"] == "train").to_numpy()
 
     def ours_once() -> tuple[dict, float, object]:
         with timed() as t:
-            feats, _ = features.load_features("gen", work)
-            head, _ = heads.train(feats[train], y_all[train], 10, cfg, seed=0)
-        acc = float((heads.predict(head, feats[~train]).argmax(1) == y_all[~train]).mean())
+            feats, _ = load_features("gen", work)
+            head, _ = torch_heads.train(feats[train], y_all[train], 10, cfg, seed=0)
+        acc = float((predict(head, feats[~train]).argmax(1) == y_all[~train]).mean())
         return t, acc, feats
 
     runs = [ours_once() for _ in range(1 if quick else REPEATS)]
@@ -101,8 +105,8 @@ def run(work: Path, quick: bool = False) -> dict:
         torch.set_num_threads(threads)
     # control: our head without feature standardisation (the tutorial's linear layer has none)
     raw_cfg = cfg.model_copy(update={"standardize": False})
-    raw_head, _ = heads.train(feats[train], y_all[train], 10, raw_cfg, seed=0)
-    acc_raw = float((heads.predict(raw_head, feats[~train]).argmax(1) == y_all[~train]).mean())
+    raw_head, _ = torch_heads.train(feats[train], y_all[train], 10, raw_cfg, seed=0)
+    acc_raw = float((predict(raw_head, feats[~train]).argmax(1) == y_all[~train]).mean())
 
     paths = manifest["path"].to_numpy()
     base, base_acc = _frozen_baseline(list(paths[train]), list(y_all[train]), list(paths[~train]),
@@ -120,7 +124,7 @@ def run(work: Path, quick: bool = False) -> dict:
         "ours": {"seconds": ours_s, "accuracy": round(acc, 4),
                  "accuracy_without_standardize": round(acc_raw, 4),
                  "repeats_seconds": [t["seconds"] for t, _, _ in runs],
-                 "description": "stages.features.load_features + stages.heads.train (linear head, "
+                 "description": "transferlab.load_features + torch_heads.train (linear head, "
                                 "standardize=true) on the cached float16 features; excludes the one-time "
                                 f"extraction (extraction_seconds); torch default threads ({threads}), median of "
                                 f"{len(runs)} runs"},
@@ -135,7 +139,7 @@ def run(work: Path, quick: bool = False) -> dict:
                   f"JPEGs (not 224) so that the baseline's {n_train * c['epochs']} forward passes fit the "
                   "20-minute budget on 2 shared CPU cores; small images also make the baseline's decoding cheap, "
                   "so the ratio is conservative: it grows with image size and the backbone's cost per image",
-                  "stages.heads.train runs with torch's default intra-op threads; on a loaded machine OpenMP's "
+                  "torch_heads.train runs with torch's default intra-op threads; on a loaded machine OpenMP's "
                   "spin-waiting makes its many tiny ops far slower than with one thread (ours_single_thread)",
                   CPU_NOTE,
                   "extraction covers train and test images (one pass each); the baseline's test pass is not "

@@ -1,12 +1,14 @@
 """incremental: extracting after appending 1% new images (the store reuses the rest) vs re-extracting all.
 
-baseline: N + 1% images through stages.features.run with a fresh store (everything extracted).
+baseline: N + 1% images through transferlab.features.build.build with a fresh store (everything extracted).
 setup (not in the ratio): the store as it stood before the append, holding the N old images' features. To fit
-the budget it is written from the baseline's own rows (stages.feature_store.ChunkStore.append, in 1024-row
-chunks as features.run writes them) rather than by a second extraction of N images: same key, same digests,
-same bytes, so features.run cannot tell the difference.
-ours: the same N + 1% images through stages.features.run with that store: only the new images are extracted,
-the rest is read from the store, and the whole feature set is assembled.
+the budget it is written from the baseline's own rows rather than by a second extraction of N images: the
+baseline's store (transferlab.features.store.ChunkStore under transferlab.features.key.feature_key, the key
+build used: checked against the set's key_hash) gives the N old rows (ChunkStore.verified_index), which go into
+a second store with ChunkStore.append, in chunks of transferlab.features.extract.CHUNK_ROWS rows as build writes
+them. Same key, same digests, same bytes, so build cannot tell the difference.
+ours: the same N + 1% images through build with that store: only the new images are extracted, the rest is
+read from the store, and the whole feature set is assembled.
 Both outputs are compared: the store's promise is bit-identical features.
 """
 from __future__ import annotations
@@ -23,9 +25,15 @@ QUICK = {"n": 200, "arch": "resnet18", "image_size": 32, "source_px": 32, "batch
 
 def run(work: Path, quick: bool = False) -> dict:
     import torch
-    from stages.params import FeatureSet
 
-    from stages import backbones, feature_store, features
+    from transferlab.config.params import FeatureSet
+    from transferlab.features import sets
+    from transferlab.features.build import build
+    from transferlab.features.extract import CHUNK_ROWS
+    from transferlab.features.key import compute_dtype_name, feature_key
+    from transferlab.features.store import ChunkStore, image_ids
+    from transferlab.io.hashing import key_hash
+    from transferlab.models import backbones
 
     c = QUICK if quick else FULL
     n, new = c["n"], max(1, c["n"] // 100)
@@ -36,30 +44,32 @@ def run(work: Path, quick: bool = False) -> dict:
     fs = FeatureSet(dataset="gen", backbone=c["arch"], batch_size=c["batch_size"])
 
     with timed() as base:
-        full = features.run("gen", fs, manifest, bb, work / "set-full", cpu, store=work / "fresh-store")
+        full = build("gen", fs, manifest, bb, work / "set-full", cpu, store_dir=work / "fresh-store")
     info = backbones.read_info(bb)
-    key = features.feature_key(info, cpu, fs.batch_size, features.compute_dtype_name(cpu, fs.precision))
-    ids, step = feature_store.image_ids(manifest["sha256"])[:n], features.CHUNK_ROWS
+    key = feature_key(info, cpu, fs.batch_size, compute_dtype_name(cpu, fs.precision))
+    if key_hash(key) != full.key_hash:
+        raise RuntimeError(f"feature_key gives {key_hash(key)}, build keyed the set {full.key_hash}")
+    ids = image_ids(manifest["sha256"])[:n]
     with timed() as setup:
-        with feature_store.ChunkStore(work / "fresh-store", key, info.feature_dim) as src, \
-                feature_store.ChunkStore(work / "store", key, info.feature_dim) as dst:
-            rows = src.index(ids)
-            for start in range(0, n, step):
-                dst.append(ids[start:start + step], rows.gather(ids[start:start + step]))
+        with ChunkStore(work / "fresh-store", key, info.feature_dim) as src, \
+                ChunkStore(work / "store", key, info.feature_dim) as dst:
+            rows = src.verified_index(ids)
+            for start in range(0, n, CHUNK_ROWS):
+                dst.append(ids[start:start + CHUNK_ROWS], rows.gather(ids[start:start + CHUNK_ROWS]))
     with timed() as ours:
-        inc = features.run("gen", fs, manifest, bb, work / "set-incremental", cpu, store=work / "store")
+        inc = build("gen", fs, manifest, bb, work / "set-incremental", cpu, store_dir=work / "store")
     assert (inc.extracted, inc.reused, full.extracted) == (new, n, n + new), (inc, full)
-    a, _ = feature_store.read(work / "set-incremental", verify=True)
-    b, _ = feature_store.read(work / "set-full", verify=True)
+    a, _ = sets.read(work / "set-incremental", verify=True)
+    b, _ = sets.read(work / "set-full", verify=True)
     identical = a.shape == b.shape and a.tobytes() == b.tobytes()
 
     padded = -(-new // c["batch_size"]) * c["batch_size"]
     return {
         "baseline": {"seconds": base["seconds"], "images_extracted": full.extracted,
-                     "description": f"stages.features.run over all {n + new} images with a fresh store "
-                                    "(re-extract everything)"},
+                     "description": f"transferlab.features.build.build over all {n + new} images with a fresh "
+                                    "store (re-extract everything)"},
         "ours": {"seconds": ours["seconds"], "images_extracted": inc.extracted, "images_reused": inc.reused,
-                 "description": f"stages.features.run over the same {n + new} images after {n} were extracted "
+                 "description": f"build over the same {n + new} images after {n} were extracted "
                                 f"into the store: {new} new images extracted, {n} reused, the set re-assembled"},
         "speedup": base["seconds"] / ours["seconds"],
         "setup_seconds": setup["seconds"],
@@ -71,7 +81,8 @@ def run(work: Path, quick: bool = False) -> dict:
                   "and the batch size more than on the model",
                   "the pre-append store is written from the baseline's rows (ChunkStore.append), not by a second "
                   "extraction: see setup_seconds and the module docstring",
-                  f"every forward pass is padded to the batch size (stages.features._pad), so {new} new images "
-                  f"cost {padded} images of compute: an append smaller than one batch costs a full batch",
+                  "every forward pass is padded to the batch size (transferlab.features.extract.pad), so "
+                  f"{new} new images cost {padded} images of compute: an append smaller than one batch costs a "
+                  "full batch",
                   CPU_NOTE],
     }

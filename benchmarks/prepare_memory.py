@@ -1,11 +1,11 @@
 """prepare_memory: peak memory of the prepare stage on 20k generated JPEGs, against a load-everything baseline.
 
-ours: stages.prepare.run over an ImageFolder of n generated 128 px JPEGs (digit-derived, every one distinct),
-streaming: each file read and decoded once, one decoded image alive at a time, small rows kept for the
-manifest. baseline: the same files through the same decoder (stages.images.decode), every decoded image kept
-in a list before hashing, as a dataset that loads everything into memory does. Each run in its own
-subprocess; peak_rss_mb is that subprocess's VmHWM (see scaling.py for why not ru_maxrss). ours also runs at
-n/10 to show that its peak does not grow with n.
+ours: transferlab.data.prepare.prepare over an ImageFolder of n generated 128 px JPEGs (digit-derived, every
+one distinct), streaming: each file read and decoded once, one decoded image alive at a time, small rows kept
+for the manifest. baseline: the same files through the same decoder (transferlab.data.images.decode), every
+decoded image kept in a list before hashing, as a dataset that loads everything into memory does. Each run in
+its own subprocess; peak_rss_mb is that subprocess's VmHWM (see scaling.py for why not ru_maxrss). ours also
+runs at n/10 to show that its peak does not grow with n.
 The claim (issue #3): prepare's peak memory on 20k images stays under 1 GB (peak_rss_mb ≤ 1024).
 """
 from __future__ import annotations
@@ -28,17 +28,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _ours(root: Path, out: Path) -> dict:
-    from stages.params import Dataset
+    from transferlab.config.params import Dataset
+    from transferlab.data.prepare import prepare
 
-    from stages import prepare
-
-    res = prepare.run(Dataset(source="imagefolder", root=str(root)), out, seed=0, name="gen")
+    res = prepare(Dataset(source="imagefolder", root=str(root)), out, seed=0, name="gen")
     return {"images": res.n_images, "rejected": res.n_rejected}
 
 
 def _baseline(root: Path, out: Path) -> dict:
     import numpy as np
-    from stages.images import decode
+
+    from transferlab.data.images import decode
 
     paths = sorted(str(p) for p in root.rglob("*") if p.is_file())
     decoded = [np.asarray(decode(p)) for p in paths]  # everything in memory first
@@ -49,7 +49,7 @@ def _baseline(root: Path, out: Path) -> dict:
 def point(kind: str, root: Path, out: Path) -> dict:
     """One measurement, run in a fresh process (python -m benchmarks.prepare_memory KIND ROOT OUT)."""
     from benchmarks.common import proc_status_mb
-    from stages import images, prepare  # noqa: F401  (both kinds start with prepare's imports)
+    from transferlab.data import images, prepare  # noqa: F401  (both kinds start with prepare's imports)
 
     before = proc_status_mb("VmRSS")
     start = time.perf_counter()
@@ -79,13 +79,15 @@ def run(work: Path, quick: bool = False) -> dict:
     base = _spawn("baseline", work / "images", work / "out-base", work / "baseline.log")
     assert ours["images"] == base["images"] == n and ours["rejected"] == 0, (ours, base)
     return {
-        "baseline": {"seconds": base["seconds"], "peak_rss_mb": base["peak_rss_mb"],
+        "baseline": {"seconds": base["seconds"], "images": base["images"], "peak_rss_mb": base["peak_rss_mb"],
                      "rss_before_run_mb": base["rss_before_run_mb"], "decoded_mb": base["decoded_mb"],
                      "description": "the same files and decoder, every decoded image held in a list, then hashed"},
-        "ours": {"seconds": ours["seconds"], "peak_rss_mb": ours["peak_rss_mb"],
+        "ours": {"seconds": ours["seconds"], "images": ours["images"], "peak_rss_mb": ours["peak_rss_mb"],
                  "rss_before_run_mb": ours["rss_before_run_mb"],
-                 "description": f"stages.prepare.run over {n} files (decode, hash, split, write manifest)"},
-        "ours_at_tenth": {"n": small, "seconds": ours_small["seconds"], "peak_rss_mb": ours_small["peak_rss_mb"]},
+                 "description": f"transferlab.data.prepare.prepare over {n} files (decode, hash, split, write "
+                                "manifest)"},
+        "ours_at_tenth": {"n": small, "images": ours_small["images"], "seconds": ours_small["seconds"],
+                          "peak_rss_mb": ours_small["peak_rss_mb"]},
         "speedup": base["seconds"] / ours["seconds"],
         "peak_rss_mb": ours["peak_rss_mb"],
         "peak_rss_ratio_vs_baseline": ours["peak_rss_mb"] / base["peak_rss_mb"],

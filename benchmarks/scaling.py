@@ -1,11 +1,11 @@
 """scaling: extraction time and peak memory at n = 1k, 4k and 16k images.
 
-Each point is stages.features.run (fresh store, batch 64, num_workers 0: one process does all the work) in its
-own subprocess, over the first n of 16k generated 32 px digit PNGs (every one distinct), with a resnet18 at
-32 px. seconds: the run inside the subprocess (imports excluded); peak_rss_mb: the subprocess's peak resident
-set size (VmHWM of /proc/self/status, read by the subprocess as it ends). Not getrusage's ru_maxrss, of the
-child or via os.wait4: on Linux a subprocess's ru_maxrss starts at its parent's peak RSS when it execs, so it
-would report the benchmark runner's memory, not the extraction's.
+Each point is transferlab.features.build.build (fresh store, batch 64, num_workers 0: one process does all the
+work) in its own subprocess, over the first n of 16k generated 32 px digit PNGs (every one distinct), with a
+resnet18 at 32 px. seconds: the run inside the subprocess (imports excluded); peak_rss_mb: the subprocess's
+peak resident set size (VmHWM of /proc/self/status, read by the subprocess as it ends). Not getrusage's
+ru_maxrss, of the child or via os.wait4: on Linux a subprocess's ru_maxrss starts at its parent's peak RSS when
+it execs, so it would report the benchmark runner's memory, not the extraction's.
 The claim: time linear in n (time per image flat) and memory flat (the store and the feature set are written
 chunk by chunk, never held whole).
 baseline / ours, for the common result shape: the n=1k point's seconds extrapolated linearly to the largest
@@ -33,16 +33,16 @@ def point(manifest: Path, n: int, backbone: Path, store: Path, out: Path) -> dic
     """One point, run in a fresh process (python -m benchmarks.scaling ...)."""
     import pandas as pd
     import torch
-    from stages.params import FeatureSet
 
     from benchmarks.common import proc_status_mb
-    from stages import features
+    from transferlab.config.params import FeatureSet
+    from transferlab.features.build import build
 
     frame = pd.read_parquet(manifest).iloc[:n].reset_index(drop=True)
     before = proc_status_mb("VmRSS")
     start = time.perf_counter()
-    res = features.run("gen", FeatureSet(dataset="gen", backbone="bb", batch_size=64), frame, backbone, out,
-                       torch.device("cpu"), store=store)
+    res = build("gen", FeatureSet(dataset="gen", backbone="bb", batch_size=64), frame, backbone, out,
+                torch.device("cpu"), store_dir=store)
     seconds = time.perf_counter() - start
     return {"n": n, "seconds": seconds, "extracted": res.extracted, "rss_before_run_mb": round(before, 1),
             "peak_rss_mb": round(proc_status_mb("VmHWM"), 1)}
@@ -75,7 +75,8 @@ def run(work: Path, quick: bool = False) -> dict:
         res, wall = _spawn([str(work / "manifest.parquet"), str(n), str(bb), str(work / f"store-{n}"),
                                   str(work / f"set-{n}")], work / f"point-{n}.log")
         assert res["extracted"] == n, res
-        points.append({"n": n, "seconds": res["seconds"], "seconds_per_image": res["seconds"] / n,
+        points.append({"n": n, "extracted": res["extracted"], "seconds": res["seconds"],
+                       "seconds_per_image": res["seconds"] / n,
                        "images_per_second": round(n / res["seconds"], 1), "peak_rss_mb": res["peak_rss_mb"],
                        "rss_before_run_mb": res["rss_before_run_mb"],
                        "peak_over_before_run_mb": round(res["peak_rss_mb"] - res["rss_before_run_mb"], 1),
@@ -87,7 +88,7 @@ def run(work: Path, quick: bool = False) -> dict:
         "baseline": {"seconds": linear, "description": f"the n={lo['n']} point's seconds scaled linearly to "
                                                        f"n={hi['n']} (what linear time predicts)"},
         "ours": {"seconds": hi["seconds"],
-                 "description": f"stages.features.run over n={hi['n']} images, measured"},
+                 "description": f"transferlab.features.build.build over n={hi['n']} images, measured"},
         "speedup": linear / hi["seconds"],
         "points": points,
         "time_per_image_ratio": tpi,

@@ -8,8 +8,8 @@ train_head / finetune / scratch / evaluate and report run; the backbone never do
 added one after another ('upper': digits 5-9, 'lower': 0-4, 'middle': 2-6) and ours is the median run: one
 run of ~10 s moves by a few tenths with the machine, and the target sits close to it.
 ours_binary_task: the same for a two-class task ('parity', even/odd over all digits), added first. The task
-matters: train_head also fits the scikit-learn reference (stages.reference: one L-BFGS logistic regression
-per C in a 7-value grid), which costs far more for several classes than for two.
+matters: train_head also fits the scikit-learn reference (transferlab.heads.reference: one L-BFGS logistic
+regression per C in a 7-value grid), which costs far more for several classes than for two.
 Both timed as the wall clock of the `dvc repro` process (every stage is its own Python process).
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """DVC through its command line, its stable interface: the stage graph, what is stale, diffs between revisions."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 
 from filelock import FileLock
+
 from transferlab.config.errors import PipelineError
 
 _NODE = re.compile(r'^"(?P<stage>[^"]+)";$')
@@ -48,7 +50,14 @@ def _workspace_lock(repo: Path) -> FileLock:
     if not (repo / ".dvc").is_dir():
         raise PipelineError(f"{repo} is not the root of a DVC repository (no .dvc folder): pass --repo with one")
     (repo / ".dvc" / "tmp").mkdir(exist_ok=True)
-    return FileLock(repo / ".dvc" / "tmp" / "flows.lock")
+    return _lock(str((repo / ".dvc" / "tmp" / "flows.lock").resolve()))
+
+
+@functools.cache
+def _lock(path: str) -> FileLock:
+    # One object per file: a thread that holds it may take it again (reproduce holds it around status + repro);
+    # filelock keeps the count per thread, so other threads still wait.
+    return FileLock(path)
 
 
 def graph(repo: Path, targets: Iterable[str] = ()) -> dict[str, set[str]]:
@@ -79,10 +88,19 @@ def stale(repo: Path, upstream: dict[str, set[str]]) -> list[str]:
     return [stage for stage in order if stage in chosen]
 
 
+def is_stale(repo: Path, stage: str) -> bool:
+    """Whether `dvc status --json STAGE` (DVC's machine-readable answer, not its English output) lists the stage:
+    changed deps, params, outputs or command, judged against its dependencies as they are now."""
+    return stage in json.loads(run(repo, "status", "--json", stage) or "{}")
+
+
 def reproduce(repo: Path, stage: str, env: dict[str, str] | None = None) -> tuple[bool, str]:
-    """`dvc repro --single-item STAGE` -> (whether DVC ran it, rather than find it up to date; DVC's output)."""
-    output = run(repo, "repro", "--single-item", stage, env=env)
-    return f"Stage '{stage}' didn't change, skipping" not in output, output
+    """`dvc repro --single-item STAGE` when `dvc status` finds it stale -> (whether it ran; DVC's output).
+    Both under the workspace lock, so no other flow run changes the stage in between."""
+    with _workspace_lock(repo):
+        if not is_stale(repo, stage):
+            return False, f"Stage '{stage}' is up to date (dvc status): nothing to run"
+        return True, run(repo, "repro", "--single-item", stage, env=env)
 
 
 def diff(repo: Path, kind: str, revs: Sequence[str]) -> list[dict]:

@@ -16,9 +16,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
-from transferlab.config.paths import Layout
 
 from flows import dvc_cli
+from transferlab.config.paths import Layout
 
 
 # DVC, not Prefect, decides what is up to date: no Prefect caching. Retries cover a stage that fails for a passing

@@ -25,10 +25,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
-from transferlab.config.errors import PipelineError
 
 from flows import dvc_cli
 from transferlab.config import params as P
+from transferlab.config.errors import PipelineError
 
 POOLS = ("gpu", "cpu")
 GPU_KINDS = {"pretrain", "features", "finetune", "scratch"}
@@ -75,10 +75,13 @@ def run_stages(stages: list[str], repo: str | None = None, sync: bool = False) -
     for stage in stages:
         # --pull: the remote's run-cache and the outputs of every upstream stage found in it, which then does
         # not run here; without sync the workspace is shared and holds the upstream outputs already
-        output = dvc_cli.run(root, "repro", "--pull", stage) if sync else \
-            dvc_cli.run(root, "repro", "--single-item", stage)
+        if sync:  # which stages ran, rather than came back from the run-cache, only DVC's output tells
+            output = dvc_cli.run(root, "repro", "--pull", stage)
+            ran += [s for s in _RUNNING.findall(output) if s not in ran]
+        else:
+            did_run, output = dvc_cli.reproduce(root, stage)
+            ran += [stage] if did_run else []
         logger.info("%s", output.strip())
-        ran += [s for s in _RUNNING.findall(output) if s not in ran]
     if sync:
         logger.info("%s", dvc_cli.run(root, "push", "--run-cache").strip())
     logger.info("ran in %s: %s", root, ", ".join(ran) or "nothing (up to date or restored from the run-cache)")

@@ -4,23 +4,23 @@ Each DVC stage is a fresh process, and importing torch + torchvision costs secon
 validate, the finetune / scratch stages of a task with nothing to train and the evaluate stage of a task
 without shot seeds or an efficiency curve must not pay for them, and train_head, which reads cached features,
 must not load torchvision (the backbones) to do so. Checked in a fresh interpreter on this checkout
-(PYTHONPATH: the venv's editable install may point at another one), since this test process has them all
-loaded already."""
+(PYTHONPATH: the repo root for stages/, src/ for transferlab; the venv's editable install may point at another
+checkout), since this test process has them all loaded already."""
 from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from stages import params as P
-from stages.paths import Layout
 from tests.conftest import ENV, REPO, SMALL_PARAMS
-
-from .conftest import pixels_features, pixels_project
+from tests.projects import pixels_features, pixels_project
+from transferlab.config import params as P
+from transferlab.config.paths import Layout
 
 HEAVY = ("torch", "torchvision", "sklearn")
 
@@ -28,8 +28,8 @@ HEAVY = ("torch", "torchvision", "sklearn")
 def loaded_after(code: str, cwd=REPO, watch: tuple[str, ...] = HEAVY) -> tuple[list[str], str]:
     """Run `code` in a fresh interpreter -> (which of `watch` it left loaded, what it printed before that)."""
     probe = f"\nimport sys\nprint(sorted(m for m in {watch!r} if m in sys.modules))"
-    proc = subprocess.run([sys.executable, "-c", code + probe], cwd=cwd, env={**ENV, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code + probe], cwd=cwd, capture_output=True, text=True,
+                          env={**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"})
     assert proc.returncode == 0, proc.stderr
     *printed, last = proc.stdout.splitlines()
     return ast.literal_eval(last), "\n".join(printed)
@@ -61,9 +61,11 @@ def test_evaluate_imports_neither_torch_nor_sklearn():
 def test_train_head_of_the_linear_probe_runs_without_torch(tmp_path):
     """params.head's default (optimizer lbfgs) is fitted in numpy and scipy; scikit-learn only for the
     reference row. The head file is a FeatureHead's, as fine-tuning (LP-FT) loads it with torch."""
-    from stages import heads, paths
-    from stages.feature_store import load_features
-    from stages.tasks import select
+    from tests.feature_heads import predict
+    from transferlab import load_features
+    from transferlab.config import paths
+    from transferlab.data.tasks import select
+    from transferlab.heads import torch_heads
 
     layout, params = pixels_features(tmp_path, {"optimizer": "lbfgs", "sweep": {"C": [0.001, 0.1, 10.0]}})
     loaded, printed = loaded_after("from stages import train_head\ntrain_head.main(['pixels'])", cwd=tmp_path)
@@ -72,16 +74,19 @@ def test_train_head_of_the_linear_probe_runs_without_torch(tmp_path):
     info = json.loads((layout.head("pixels") / paths.HEAD_INFO_FILE).read_text())
     feats, index = load_features("pixels", tmp_path)
     val = select(index, params.tasks["pixels"], 0, "pixels").split("val")
-    head = heads.load(layout.head("pixels") / paths.HEAD_FILE)
-    acc = (heads.predict(head, feats[val["row"].to_numpy()]).argmax(1) == val["y"].to_numpy()).mean()
+    head = torch_heads.load(layout.head("pixels") / paths.HEAD_FILE)
+    acc = (predict(head, feats[val["row"].to_numpy()]).argmax(1) == val["y"].to_numpy()).mean()
     assert info["val_accuracy"] == round(float(acc), 6) > 0.9
 
 
 def test_evaluate_of_a_task_without_shot_seeds_runs_without_torch_or_sklearn(tmp_path):
     """The common path, run as DVC runs it: a fresh process evaluating a trained head and reference."""
-    from stages import evaluate, heads, paths
-    from stages.feature_store import load_features
-    from stages.tasks import select
+    from tests.feature_heads import predict
+    from transferlab import load_features
+    from transferlab.config import paths
+    from transferlab.data.tasks import select
+    from transferlab.evaluation.results import evaluate
+    from transferlab.heads import torch_heads
 
     layout, params = pixels_project(tmp_path)
     task = params.tasks["pixels"]
@@ -96,10 +101,10 @@ def test_evaluate_of_a_task_without_shot_seeds_runs_without_torch_or_sklearn(tmp
     # the numpy head predicts as the torch head: the same test accuracy
     feats, index = load_features("pixels", tmp_path)
     test = select(index, task, 0, "pixels").split("test")
-    head = heads.load(layout.head("pixels") / paths.HEAD_FILE)
-    want = (heads.predict(head, feats[test["row"].to_numpy()]).argmax(1) == test["y"].to_numpy()).mean()
+    head = torch_heads.load(layout.head("pixels") / paths.HEAD_FILE)
+    want = (predict(head, feats[test["row"].to_numpy()]).argmax(1) == test["y"].to_numpy()).mean()
     assert metrics["head"]["test_accuracy"] == round(float(want), 6)
-    assert evaluate.run("pixels", task, P.Evaluate(), 0, layout) == metrics  # in this process too
+    assert evaluate("pixels", task, P.Evaluate(), 0, layout) == metrics  # in this process too
 
 
 # Today's bytes: the record a skipped stage writes is an output DVC caches and evaluate reads.

@@ -22,13 +22,13 @@ from transferlab.config.sections import (  # noqa: F401  (re-exported: P.Task, P
     Pretrain,
     Sweep,
     Task,
-    _Strict,
+    Strict,
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class Params(_Strict):
+class Params(Strict):
     seed: int = 0
     device: str = "auto"
     datasets: dict[str, Dataset]

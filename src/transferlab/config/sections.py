@@ -11,11 +11,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A params section: unknown keys fail, values are frozen once validated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Dataset(_Strict):
+class Dataset(Strict):
     source: Literal["sklearn_digits", "imagefolder", "manifest", "torchvision"]
     root: str = Field(description="imagefolder: root/<class>/<file>; manifest: the CSV/parquet file, or a folder "
                       "holding manifest.csv or manifest.parquet (then DVC also tracks the images in it); "
@@ -23,8 +25,17 @@ class Dataset(_Strict):
     name: str | None = Field(None, description="torchvision dataset class, for source: torchvision")
     download: bool = Field(False, description="source torchvision: let torchvision download into root")
     label_column: str = Field("label", description="source manifest: the column holding the labels")
-    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.15, lt=1.0, description="share of each class drawn into val (where the source "
+                                "fixes no split): heads, the reference and early stopping choose on it")
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+
+    @field_validator("val_fraction")
+    @classmethod
+    def _some_val(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(f"{v} leaves no validation images, and the head sweep, the reference's C and early "
+                             "stopping are chosen on them; give a fraction > 0 such as 0.15")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Dataset:
@@ -42,7 +53,7 @@ class Dataset(_Strict):
         return self
 
 
-class Preprocessing(_Strict):
+class Preprocessing(Strict):
     """How images become tensors, for backbones whose weights do not bring their own transforms."""
 
     image_size: int = Field(224, ge=8, description="center-crop size fed to the model")
@@ -74,7 +85,7 @@ class Pretrain(Preprocessing):
         return [str(c) for c in v] if isinstance(v, list) else v
 
 
-class FeatureSet(_Strict):
+class FeatureSet(Strict):
     dataset: str
     backbone: str
     batch_size: int = Field(64, ge=1)
@@ -101,7 +112,7 @@ class FeatureSet(_Strict):
         return self
 
 
-class Task(_Strict):
+class Task(Strict):
     features: str
     classes: list[str] | None = None
     label_map: dict[str, str] | None = None
@@ -147,7 +158,7 @@ class Task(_Strict):
         return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
 
 
-class Sweep(_Strict):
+class Sweep(Strict):
     """A grid of heads trained together: every kind x lr x weight_decay. An axis left out (or null) takes
     the head section's own single value."""
 
@@ -177,7 +188,7 @@ class Sweep(_Strict):
         return v
 
 
-class Head(_Strict):
+class Head(Strict):
     kind: Literal["linear", "mlp"] = "linear"
     hidden_dim: int = Field(256, ge=1, description="width of the mlp head's hidden layer")
     epochs: int = Field(100, ge=1)
@@ -186,12 +197,12 @@ class Head(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     standardize: bool = True
     optimizer: Literal["adamw", "lbfgs"] = Field(
-        "adamw", description="adamw: mini-batch AdamW + warmup-cosine for `epochs` (lr, weight_decay; linear or "
+        "lbfgs", description="adamw: mini-batch AdamW + warmup-cosine for `epochs` (lr, weight_decay; linear or "
         "mlp); lbfgs: full-batch L-BFGS to convergence on the L2-regularised cross-entropy, strength `C` as in "
         "scikit-learn (the linear-probe protocol of Kornblith et al. 2019; linear heads only)")
     C: float = Field(1.0, gt=0, description="optimizer lbfgs: inverse regularisation strength")
-    sweep: Sweep | None = Field(None, description="train a grid of heads together and keep the best on val; "
-                                "null: the one head above")
+    sweep: Sweep | None = Field(None, description="fit a grid of heads (lbfgs: one per C, warm-started; adamw: "
+                                "all together in one pass) and keep the best on val; null: the one head above")
 
     @model_validator(mode="after")
     def _decay_below_one(self) -> Head:
@@ -221,7 +232,7 @@ class Head(_Strict):
                 for wd in s.weight_decay or [self.weight_decay]]
 
 
-class Finetune(_Strict):
+class Finetune(Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="learning rate of the head")
@@ -246,7 +257,7 @@ class Finetune(_Strict):
         return v
 
 
-class Evaluate(_Strict):
+class Evaluate(Strict):
     normalize_confusion: bool = False
 
 

@@ -23,7 +23,8 @@ def feature_key(info: BackboneInfo, device: torch.device, batch_size: int, compu
             "layer": f"input of {info.classifier}", "preprocessing": info.preprocessing,
             "decoder": DECODER, "device": device.type,
             "compute_dtype": compute_dtype, "memory_format": MEMORY_FORMAT,
-            "forward_batch_size": batch_size, "storage_dtype": "float16", **versions()}
+            "forward_batch_size": batch_size, "storage_dtype": "float16", **versions(),
+            "numerics": devices.numerics(device, compute_dtype)}
 
 
 def compute_dtype_name(device: torch.device, precision: str = "auto") -> str:

@@ -27,9 +27,11 @@ class Fitted:
 
 def fit_best(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int, cfg: Head,
              seed: int) -> Fitted:
-    """Train cfg's head, or every head of cfg.sweep together, and keep the best on val: the highest val
-    accuracy, ties to the first in grid order (kind, then lr, then weight decay, as written)."""
-    if cfg.optimizer == "lbfgs":  # one full-batch L-BFGS per C: each pass already covers every image at once
+    """Fit cfg's head, or each head of cfg.sweep, and keep the best on val: the highest val accuracy, ties to the first in grid order (kind, then lr, then weight decay, as written). Without val rows
+    nothing can be chosen: a ValueError (the stages say which task, before fitting)."""
+    if not len(y_val):
+        raise ValueError("no val rows to choose a head on")
+    if cfg.optimizer == "lbfgs":  # one full-batch L-BFGS per C, one after another on the warm-started path
         runs = linear_probe.lbfgs_path(x, y, n_classes, cfg.grid())
         trained = [h for h, _ in runs]
         stats = {"seconds": sum(st["seconds"] for _, st in runs),
@@ -41,9 +43,8 @@ def fit_best(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
             head, stats = heads.train(x, y, n_classes, cfg, seed)
             modules, stats["final_train_loss"] = [head], [stats["final_train_loss"]]
         else:
-            modules, stats = heads.train_sweep(x, y, n_classes, cfg.grid(), seed)
+            modules, stats = heads.train_sweep(x, y, n_classes, cfg.grid(), seed)  # in one pass together
         trained = [heads.to_file(h) for h in modules]
-    accs = [float((head_file.predict(h, x_val).argmax(1) == y_val).mean()) if len(y_val) else float("nan")
-            for h in trained]
-    best = int(np.argmax([-1.0 if np.isnan(a) else a for a in accs]))  # the first of the best
+    accs = [float((head_file.predict(h, x_val).argmax(1) == y_val).mean()) for h in trained]
+    best = int(np.argmax(accs))  # the first of the best
     return Fitted(trained, accs, best, stats)

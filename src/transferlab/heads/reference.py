@@ -27,6 +27,8 @@ def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, seed
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
+    if not len(y_val):
+        raise ValueError("no val rows to choose C on")
     start = time.perf_counter()
     scaler = StandardScaler().fit(np.asarray(x, np.float64))
     z, z_val = scaler.transform(np.asarray(x, np.float64)), scaler.transform(np.asarray(x_val, np.float64))
@@ -35,7 +37,7 @@ def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, seed
     with threadpool_limits(1):  # scikit-learn's lbfgs runs on numpy / scipy: BLAS is its only pool
         for c in sorted(C_GRID):  # each C starts from the previous solution, as LogisticRegressionCV's path
             model.set_params(C=c).fit(z, y)
-            acc = float((model.predict(z_val) == y_val).mean()) if len(y_val) else 0.0
+            acc = float((model.predict(z_val) == y_val).mean())
             sweep.append({"C": c, "val_accuracy": round(acc, 6)})
             if best is None or acc > best[0]:
                 best = (acc, c, model.coef_.copy(), model.intercept_.copy())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from transferlab.config import params as P
+from transferlab.config.errors import PipelineError
 from transferlab.config.paths import HEAD_FILE, HEAD_INFO_FILE, REFERENCE_FILE, SWEEP_FILE
 from transferlab.data.tasks import select
 from transferlab.features.sets import load_features
@@ -35,6 +36,9 @@ def train_task_head(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: 
     train, val = sel.split("train"), sel.split("val")
     x, y = feats[train["row"].to_numpy()], train["y"].to_numpy()
     x_val, y_val = feats[val["row"].to_numpy()], val["y"].to_numpy()
+    if not len(val):  # one rule for the head, its sweep and the reference: what val chooses needs val rows
+        raise PipelineError(f"tasks.{task_name}: no val images among its classes, and the head and the "
+                            "reference's C are chosen on them; raise the dataset's val_fraction or add images")
     grid = cfg.grid()  # one head without a sweep
     fitted = fit_best(x, y, x_val, y_val, len(sel.classes), cfg, seed)
     head, accs, best, stats = fitted.head, fitted.val_accuracy, fitted.best, fitted.stats

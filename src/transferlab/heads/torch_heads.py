@@ -75,7 +75,7 @@ def _train(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: Head, seed: int) -
     head = FeatureHead(xt.shape[1], n_classes, cfg.kind, cfg.hidden_dim)
     if cfg.standardize:
         head.mean.copy_(xt.mean(0))
-        std = xt.std(0)  # a feature constant in training keeps scale 1 (as StandardScaler does)
+        std = xt.std(0, correction=0)  # StandardScaler's (population) std; a constant feature keeps scale 1
         head.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = -(-len(xt) // cfg.batch_size)
@@ -121,7 +121,7 @@ def _train_sweep(x: np.ndarray, y: np.ndarray, n_classes: int, cfgs: list[Head],
     xt, yt = torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(y, dtype=torch.long)
     mean, std = torch.zeros(xt.shape[1]), torch.ones(xt.shape[1])
     if cfg.standardize:  # fitted on train once, shared by every head
-        mean, s = xt.mean(0), xt.std(0)
+        mean, s = xt.mean(0), xt.std(0, correction=0)  # as StandardScaler (and linear_probe, reference)
         std = torch.where(s > 1e-6, s, torch.ones_like(s))
     z = (xt - mean) / std
     stacks = []  # (the heads of one kind, stacked; their indices in cfgs)

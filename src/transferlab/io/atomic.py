@@ -13,12 +13,20 @@ if TYPE_CHECKING:  # frames arrive from callers: validate and skipped stages nee
     import pandas as pd
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(dest: Path | str) -> Iterator[Path]:
     """Yield a temp path beside `dest`; on success it replaces `dest`, on error it is removed."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: honour the umask, as open() would
     os.close(fd)
     try:
         yield Path(tmp)

@@ -1,6 +1,8 @@
 """Picking the torch device from params (auto: CUDA, then MPS, then CPU)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from transferlab.config.errors import PipelineError
@@ -52,3 +54,29 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
     if device.type == "cpu" and cpu_has_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def numerics(device: torch.device, compute_dtype: str) -> dict:
+    """What, besides the software versions, makes the same forward pass give other numbers on `device`: the GPU
+    model and CUDA / cuDNN versions (other kernels), or the CPU's vector ISA and, for bf16, whether oneDNN runs
+    it on AMX or AVX512-BF16 (measured: another CPU with AMX moved 67 of the default pipeline's metrics)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        return {"gpu": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}",
+                "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+    if device.type == "cpu":
+        found = {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+        if compute_dtype == "bfloat16":
+            found["bf16_path"] = _cpu_bf16_path()
+        return found
+    return {}
+
+
+def _cpu_bf16_path() -> str:
+    """amx, avx512_bf16 or emulated: the CPU feature oneDNN's bf16 kernels use (Linux's /proc/cpuinfo flags)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux: the ISA torch reports stands for it
+        return "unknown"
+    return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "emulated"

@@ -35,6 +35,9 @@ def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path
         return DataLoader(ds, batch_size=entry.batch_size, shuffle=shuffle, generator=gen,
                           pin_memory=device.type == "cuda")
 
+    if not (frame["split"] == "val").any():
+        raise PipelineError(f"pretrain.{name}: dataset {entry.dataset} has no val images of its classes to "
+                            "measure the source accuracy on; raise its val_fraction or add images")
     torch.manual_seed(seed)
     model = backbones.build(entry.arch, len(classes))
     train = loader("train", True)

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from stages import images, prepare
-from stages.errors import PipelineError
-from stages.params import Dataset, parse
 from tests.conftest import SMALL_PARAMS
 from tests.photos import CLASSES, MODES, crop, encode, photo_folder
+from transferlab.config.errors import PipelineError
+from transferlab.config.params import Dataset, parse
+from transferlab.data import images
+from transferlab.data.prepare import prepare
 
 
 def _read(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -28,7 +29,7 @@ def _read(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 def photos(tmp_path_factory):
     folder = photo_folder(tmp_path_factory.mktemp("photos") / "pets")
     out = tmp_path_factory.mktemp("prepared")
-    res = prepare.run(Dataset(source="imagefolder", root=str(folder.root)), out, seed=0)
+    res = prepare(Dataset(source="imagefolder", root=str(folder.root)), out, seed=0)
     return folder, res, *_read(out)
 
 
@@ -81,7 +82,7 @@ def test_unreadable_and_float_images_are_refused(tmp_path):
     (tmp_path / "a" / "ok.png").write_bytes(encode(crop("flower", 3), "png_rgb")[0])
     os.chmod(tmp_path / "a" / "locked.png", 0)
     try:
-        res = prepare.run(Dataset(source="imagefolder", root=str(tmp_path)), tmp_path / "out", seed=0)
+        res = prepare(Dataset(source="imagefolder", root=str(tmp_path)), tmp_path / "out", seed=0)
     finally:
         os.chmod(tmp_path / "a" / "locked.png", 0o644)
     reasons = dict(zip(*[pd.read_csv(tmp_path / "out" / "rejected.csv")[c] for c in ("path", "reason")],
@@ -94,7 +95,7 @@ def test_unreadable_and_float_images_are_refused(tmp_path):
 
 def test_progress_bar_counts_files_per_second(tmp_path, capsys):
     folder = photo_folder(tmp_path / "p", broken=False)
-    prepare.run(Dataset(source="imagefolder", root=str(folder.root)), tmp_path / "out", seed=0, name="pets")
+    prepare(Dataset(source="imagefolder", root=str(folder.root)), tmp_path / "out", seed=0, name="pets")
     err = capsys.readouterr().err
     assert "prepare pets" in err and "file/s" in err
 
@@ -109,7 +110,7 @@ def test_imagefolder_refuses_what_lies_outside_its_classes(tmp_path):
     os.symlink(folder.root / "china" / "004_png_rgb.png", folder.root / "flower" / "link_in.png")
     (folder.root / "stray.jpg").write_bytes(encode(crop("china", 31), "jpeg_rgb")[0])
     (folder.root / "china" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
-    res = prepare.run(Dataset(source="imagefolder", root=str(folder.root)), tmp_path / "out", seed=0)
+    res = prepare(Dataset(source="imagefolder", root=str(folder.root)), tmp_path / "out", seed=0)
     manifest, rejected, duplicates = _read(tmp_path / "out")
     why = dict(zip(rejected["path"], rejected["reason"], strict=True))
     assert why[str(folder.root / "china" / "link_out.png")].startswith("symlink out of the dataset root")
@@ -127,12 +128,12 @@ def test_empty_class_fails_naming_it(tmp_path):
     (folder.root / "zebra").mkdir()
     (folder.root / "zebra" / ".hidden").write_text("x")
     with pytest.raises(PipelineError, match=r"\['zebra'\] hold no files"):
-        prepare.run(Dataset(source="imagefolder", root=str(folder.root)), tmp_path / "out", seed=0)
+        prepare(Dataset(source="imagefolder", root=str(folder.root)), tmp_path / "out", seed=0)
     shutil.rmtree(folder.root / "zebra")
     (folder.root / "yak").mkdir()
     (folder.root / "yak" / "empty.jpg").write_bytes(b"")
     with pytest.raises(PipelineError, match=r"\['yak'\] have no decodable image"):
-        prepare.run(Dataset(source="imagefolder", root=str(folder.root)), tmp_path / "out", seed=0)
+        prepare(Dataset(source="imagefolder", root=str(folder.root)), tmp_path / "out", seed=0)
     assert "yak/empty.jpg" in (tmp_path / "out" / "rejected.csv").read_text()  # written before failing
 
 
@@ -152,7 +153,7 @@ def test_duplicates_share_one_split_and_are_reported(tmp_path):
         shutil.copy(root / "china" / f"{i:02d}.png", root / "china" / f"{i:02d}_copy.png")
         Image.open(root / "china" / f"{i:02d}.png").save(root / "china" / f"{i:02d}_again.bmp")
     for seed in (0, 1, 2):
-        res = prepare.run(Dataset(source="imagefolder", root=str(root)), tmp_path / f"o{seed}", seed=seed)
+        res = prepare(Dataset(source="imagefolder", root=str(root)), tmp_path / f"o{seed}", seed=seed)
         manifest, _, duplicates = _read(tmp_path / f"o{seed}")
         assert res.n_images == 12 * 4 and res.n_duplicates == 24 and res.n_dropped == 0
         assert (manifest.groupby("pixel_sha256")["split"].nunique() == 1).all()
@@ -174,7 +175,7 @@ def test_manifest_splits_keep_the_first_copy_of_a_straddling_duplicate(tmp_path)
             ("flower/01_copy.png", "flower", "val"), ("flower/01.png", "flower", "train")]
     rows += [(f"{c}/{i:02d}.png", c, "train") for c in CLASSES for i in range(2, 6)]
     pd.DataFrame(rows, columns=["path", "label", "split"]).to_csv(root / "manifest.csv", index=False)
-    res = prepare.run(Dataset(source="manifest", root=str(root)), tmp_path / "out", seed=0)
+    res = prepare(Dataset(source="manifest", root=str(root)), tmp_path / "out", seed=0)
     manifest, _, duplicates = _read(tmp_path / "out")
     kept = manifest.set_index("image_id")["split"]
     assert kept["china/00.png"] == "test" and "china/00_copy.png" not in kept
@@ -197,7 +198,7 @@ def listed(tmp_path) -> Path:
 
 
 def _prep(root, tmp_path, **kw):
-    return prepare.run(Dataset(source="manifest", root=str(root), **kw), tmp_path / "out", seed=0)
+    return prepare(Dataset(source="manifest", root=str(root), **kw), tmp_path / "out", seed=0)
 
 
 def test_manifest_folder_form_and_parquet_with_own_label_column(listed, tmp_path):
@@ -298,7 +299,7 @@ def _mnist(root: Path, n_train: int = 40, n_test: int = 12) -> dict[str, np.ndar
 def test_torchvision_dataset_is_materialised_with_its_test_split(tmp_path):
     made = _mnist(tmp_path / "mnist")
     out = tmp_path / "out"
-    res = prepare.run(Dataset(source="torchvision", name="MNIST", root=str(tmp_path / "mnist")), out, seed=0)
+    res = prepare(Dataset(source="torchvision", name="MNIST", root=str(tmp_path / "mnist")), out, seed=0)
     manifest = pd.read_parquet(out / "manifest.parquet").set_index("image_id")
     assert res.n_images == 52 and res.n_rejected == 0
     assert res.split_counts["test"] == 12 and res.split_counts["val"] == 4 * round(10 * 0.15)
@@ -309,15 +310,15 @@ def test_torchvision_dataset_is_materialised_with_its_test_split(tmp_path):
         assert row["label"] == ["0 - zero", "1 - one", "2 - two", "3 - three"][labels[i]]
         assert Path(row["path"]).is_relative_to(out / "images")
         np.testing.assert_array_equal(np.asarray(images.decode(row["path"]))[..., 0], imgs[i])
-    again = prepare.run(Dataset(source="torchvision", name="MNIST", root=str(tmp_path / "mnist")), out, seed=0)
+    again = prepare(Dataset(source="torchvision", name="MNIST", root=str(tmp_path / "mnist")), out, seed=0)
     assert again == res and len(list((out / "images").rglob("*.png"))) == 52
 
 
 def test_torchvision_missing_root_or_class_fails_clearly(tmp_path):
     with pytest.raises(PipelineError, match="not found under .*set download: true or place the files"):
-        prepare.run(Dataset(source="torchvision", name="MNIST", root=str(tmp_path / "none")), tmp_path / "o", 0)
+        prepare(Dataset(source="torchvision", name="MNIST", root=str(tmp_path / "none")), tmp_path / "o", 0)
     with pytest.raises(PipelineError, match="has no dataset class 'Mnist'"):
-        prepare.run(Dataset(source="torchvision", name="Mnist", root=str(tmp_path)), tmp_path / "o", 0)
+        prepare(Dataset(source="torchvision", name="Mnist", root=str(tmp_path)), tmp_path / "o", 0)
 
 
 def test_dataset_params_keys_belong_to_their_source():
@@ -353,16 +354,16 @@ def test_torchvision_classes_by_split_name_and_without_splits(tmp_path, monkeypa
 
     monkeypatch.setattr(tvd, "TrainvalTest", type("TrainvalTest", (_TrainvalTest, tvd.VisionDataset), {}),
                         raising=False)
-    res = prepare.run(Dataset(source="torchvision", name="TrainvalTest", root=str(tmp_path)), tmp_path / "o1", 0)
+    res = prepare(Dataset(source="torchvision", name="TrainvalTest", root=str(tmp_path)), tmp_path / "o1", 0)
     assert res.split_counts == {"train": 20 - 2 * round(10 * 0.15), "val": 2 * round(10 * 0.15), "test": 6}
     ids = set(pd.read_parquet(tmp_path / "o1" / "manifest.parquet")["image_id"])
     assert {"trainval/000000.png", "test/000005.png"} <= ids
 
     folder = photo_folder(tmp_path / "tvroot", broken=False)  # torchvision's own ImageFolder: one part
-    res = prepare.run(Dataset(source="torchvision", name="ImageFolder", root=str(folder.root)), tmp_path / "o2", 0)
+    res = prepare(Dataset(source="torchvision", name="ImageFolder", root=str(folder.root)), tmp_path / "o2", 0)
     assert res.n_images == len(folder.good)
     manifest = pd.read_parquet(tmp_path / "o2" / "manifest.parquet")
     assert set(manifest["label"]) == set(CLASSES) and set(manifest["split"]) == {"train", "val", "test"}
     with pytest.raises(PipelineError, match="ImageFolder cannot download; set download: false"):
-        prepare.run(Dataset(source="torchvision", name="ImageFolder", root=str(folder.root), download=True),
+        prepare(Dataset(source="torchvision", name="ImageFolder", root=str(folder.root), download=True),
                     tmp_path / "o3", 0)

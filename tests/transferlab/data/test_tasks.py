@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stages.errors import PipelineError
-from stages.params import Task
-from stages.tasks import label_order, select
+from transferlab.config.errors import PipelineError
+from transferlab.config.params import Task
+from transferlab.data.tasks import label_order, select
 
 
 def _index(train=20, val=5, test=5, labels=("0", "1", "2", "3", "10")) -> pd.DataFrame:

@@ -1,19 +1,14 @@
-"""evaluate's metrics in numpy are scikit-learn's: accuracy, macro F1 (zero_division=0) and the confusion matrix
-over every class of the task, including classes missing from the truth or from the predictions."""
+"""evaluate's metrics in numpy (transferlab.evaluation.metrics) are scikit-learn's: accuracy, macro F1
+(zero_division=0) and the confusion matrix over every class of the task, including classes missing from the truth
+or from the predictions."""
 from __future__ import annotations
-
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from stages import evaluate
-from stages import params as P
-from stages.errors import PipelineError
-
-from .conftest import pixels_project
+from transferlab.evaluation import metrics
 
 
 def _cases():
@@ -32,10 +27,10 @@ def _cases():
 @pytest.mark.parametrize("n_classes, y, pred", list(_cases()))
 def test_metrics_are_scikit_learns(n_classes, y, pred):
     labels = list(range(n_classes))
-    assert evaluate.accuracy(y, pred) == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    assert metrics.accuracy(y, pred) == pytest.approx(accuracy_score(y, pred), abs=1e-12)
     want = f1_score(y, pred, labels=labels, average="macro", zero_division=0)
-    assert evaluate.macro_f1(y, pred, n_classes) == pytest.approx(want, abs=1e-12)
-    cm = evaluate.confusion(y, pred, n_classes)
+    assert metrics.macro_f1(y, pred, n_classes) == pytest.approx(want, abs=1e-12)
+    cm = metrics.confusion(y, pred, n_classes)
     np.testing.assert_array_equal(cm, confusion_matrix(y, pred, labels=labels))
     assert cm.dtype == np.int64
 
@@ -51,31 +46,15 @@ def test_the_cases_cover_absent_classes():
 def test_scores_take_the_test_split_and_every_class():
     preds = pd.DataFrame({"split": ["val", "val", "test", "test", "test", "test"],
                           "y": [0, 1, 0, 1, 2, 2], "pred": [0, 0, 0, 1, 1, 2]})
-    got = evaluate.scores(preds, n_train=10, n_classes=4)
+    got = metrics.scores(preds, n_train=10, n_classes=4)
     test = preds[preds["split"] == "test"]
     assert got == {"test_accuracy": 0.75, "val_accuracy": 0.5,
                    "macro_f1": round(f1_score(test["y"], test["pred"], labels=range(4), average="macro",
                                               zero_division=0), 6),
                    "n_train": 10, "n_test": 4}
-    assert evaluate.scores(preds[preds["split"] == "test"], 10, 4)["val_accuracy"] is None
+    assert metrics.scores(preds[preds["split"] == "test"], 10, 4)["val_accuracy"] is None
 
 
 def test_confusion_rejects_a_class_index_out_of_range():
     with pytest.raises(ValueError, match=r"0\.\.2"):
-        evaluate.confusion(np.array([0, 3]), np.array([0, 1]), 3)
-
-
-def test_a_task_without_test_images_is_named(tmp_path):
-    """scikit-learn's metrics raised on an empty test split; numpy's would give NaN: evaluate says what to do."""
-    layout, params = pixels_project(tmp_path, split_p=(0.7, 0.3, 0.0))  # real features, no test split
-    with pytest.raises(PipelineError, match=r"tasks\.pixels: no test images .* test_fraction .*'pixels'"):
-        evaluate.run("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout)
-
-
-@pytest.mark.parametrize("missing, stage", [("head", "train_head"), ("finetune", "finetune")])
-def test_evaluate_before_its_inputs_names_the_stage_to_run(tmp_path, missing, stage):
-    layout, params = pixels_project(tmp_path)
-    shutil.rmtree(getattr(layout, missing)("pixels"))
-    with pytest.raises(PipelineError, match=rf"not found; run `dvc repro {stage}@pixels` first"):
-        evaluate.run("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout)
-    assert not layout.results("pixels").exists()  # nothing written
+        metrics.confusion(np.array([0, 3]), np.array([0, 1]), 3)

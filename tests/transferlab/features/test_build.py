@@ -1,4 +1,4 @@
-"""features: a real (tiny, random-init) resnet18 over real digit images, cached as float16 shards."""
+"""features.build: a real (tiny, random-init) resnet18 over real digit images, cached as float16 shards."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,15 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import backbones, devices, feature_store, features, images
-from stages.errors import PipelineError
-from stages.params import FeatureSet
-from tests.stages.conftest import tiny_layout
+from tests.projects import tiny_layout
+from transferlab import load_features
+from transferlab.config.params import FeatureSet
+from transferlab.data import images, transforms
+from transferlab.features import sets
+from transferlab.features.build import build
+from transferlab.features.key import compute_dtype_name
+from transferlab.io.hashing import key_hash
+from transferlab.models import backbones, devices
 
 CPU = torch.device("cpu")
 FS = FeatureSet(dataset="tiny", backbone="bb32", batch_size=16)
@@ -25,13 +30,13 @@ def project(tmp_path_factory, tiny_digits):
     """Dataset tiny, backbones bb32 / bb24, and one feature set, in a tmp layout."""
     layout = tiny_layout(tmp_path_factory.mktemp("proj"), tiny_digits)
     manifest = pd.read_parquet(layout.manifest("tiny"))
-    res = features.run("f32", FS, manifest, layout.backbone("bb32"), layout.features("f32"), CPU)
+    res = build("f32", FS, manifest, layout.backbone("bb32"), layout.features("f32"), CPU)
     return layout, manifest, res
 
 
 def test_load_features_shape_dtype_and_order(project):
     layout, manifest, res = project
-    feats, index = features.load_features("f32", layout.root)
+    feats, index = load_features("f32", layout.root)
     assert len(manifest) == 40
     assert feats.dtype == np.float16 and feats.shape == (40, 512) == (res.n, res.dim)
     assert list(index.columns) == ["image_id", "label", "split"]
@@ -42,7 +47,7 @@ def test_load_features_shape_dtype_and_order(project):
 def _trunk_rows(layout, manifest, rows: list[int], dtype: torch.dtype | None = None) -> np.ndarray:
     """The trunk's own features for `rows`, in one plain forward pass (fp32, or under autocast `dtype`)."""
     trunk, info = backbones.load_trunk(layout.backbone("bb32"))
-    tf = images.transform(info.preprocessing)
+    tf = transforms.transform(info.preprocessing)
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         x = torch.stack([tf(images.decode(manifest["path"].iloc[i])) for i in rows])
         return trunk.eval()(x).float().numpy()
@@ -51,14 +56,14 @@ def _trunk_rows(layout, manifest, rows: list[int], dtype: torch.dtype | None = N
 def test_float32_rows_are_the_trunks_features_of_each_image(project, tmp_path):
     layout, manifest, _ = project
     fs = FS.model_copy(update={"precision": "float32"})
-    res = features.run("f32", fs, manifest, layout.backbone("bb32"), tmp_path / "fp32", CPU)
-    feats, _ = feature_store.read(tmp_path / "fp32")
+    res = build("f32", fs, manifest, layout.backbone("bb32"), tmp_path / "fp32", CPU)
+    feats, _ = sets.read(tmp_path / "fp32")
     rows = [0, 17, 39]
     np.testing.assert_allclose(feats[rows].astype(np.float32), _trunk_rows(layout, manifest, rows),
                                rtol=2e-3, atol=2e-3)
-    meta = json.loads((tmp_path / "fp32" / feature_store.META).read_text())
+    meta = json.loads((tmp_path / "fp32" / sets.META).read_text())
     assert meta["key"]["compute_dtype"] == "float32" and meta["key"]["memory_format"] == "channels_last"
-    assert res.key_hash != project[2].key_hash or features.compute_dtype_name(CPU) == "float32"
+    assert res.key_hash != project[2].key_hash or compute_dtype_name(CPU) == "float32"
 
 
 @pytest.mark.skipif(not devices.cpu_has_bf16(), reason="this CPU has no native bf16: auto means float32 here")
@@ -66,8 +71,8 @@ def test_auto_precision_is_bf16_on_a_bf16_cpu(project, tmp_path):
     """precision auto computes in bf16 here: close to the fp32 features (a linear probe cannot tell), not
     equal to them, and keyed apart from a float32 set of the same images."""
     layout, manifest, res = project
-    feats, _ = features.load_features("f32", layout.root)
-    key = json.loads((layout.features("f32") / feature_store.META).read_text())["key"]
+    feats, _ = load_features("f32", layout.root)
+    key = json.loads((layout.features("f32") / sets.META).read_text())["key"]
     assert key["compute_dtype"] == "bfloat16" and key["memory_format"] == "channels_last"
     rows = list(range(40))
     fp32 = _trunk_rows(layout, manifest, rows)
@@ -77,17 +82,17 @@ def test_auto_precision_is_bf16_on_a_bf16_cpu(project, tmp_path):
     assert not np.allclose(got, fp32, rtol=2e-3, atol=2e-3)  # bf16 really ran
     np.testing.assert_allclose(got[[0, 17]], _trunk_rows(layout, manifest, [0, 17], torch.bfloat16),
                                rtol=0.05, atol=0.05)
-    fp32_set = features.run("f32", FS.model_copy(update={"precision": "float32"}), manifest,
-                            layout.backbone("bb32"), tmp_path / "fp32", CPU, store=tmp_path / "store")
+    fp32_set = build("f32", FS.model_copy(update={"precision": "float32"}), manifest,
+                     layout.backbone("bb32"), tmp_path / "fp32", CPU, store_dir=tmp_path / "store")
     assert fp32_set.key_hash != res.key_hash and fp32_set.extracted == 40
 
 
 def test_rerun_is_bit_identical(project, tmp_path):
     layout, manifest, res = project
     again = tmp_path / "again"
-    res2 = features.run("f32", FS, manifest, layout.backbone("bb32"), again, CPU)
-    a, _ = feature_store.read(layout.features("f32"), verify=True)
-    b, _ = feature_store.read(again, verify=True)
+    res2 = build("f32", FS, manifest, layout.backbone("bb32"), again, CPU)
+    a, _ = sets.read(layout.features("f32"), verify=True)
+    b, _ = sets.read(again, verify=True)
     assert a.tobytes() == b.tobytes()
     assert res2.key_hash == res.key_hash and (res.extracted, res2.extracted, res2.reused) == (40, 0, 40)
     # every file of the set is the same bytes whether its run extracted or reused: DVC sees no change
@@ -99,88 +104,21 @@ def test_rerun_is_bit_identical(project, tmp_path):
 
 def test_meta_holds_the_key(project):
     layout, _, res = project
-    meta = json.loads((layout.features("f32") / feature_store.META).read_text())
+    meta = json.loads((layout.features("f32") / sets.META).read_text())
     info = backbones.read_info(layout.backbone("bb32"))
     key = meta["key"]
     assert key["backbone_fingerprint"] == info.fingerprint
     assert key["preprocessing"] == info.preprocessing and key["preprocessing"]["crop_size"] == 32
     assert key["torch"] == torch.__version__ and "torchvision" in key
-    assert key["storage_dtype"] == "float16" and key["compute_dtype"] == features.compute_dtype_name(CPU)
+    assert key["storage_dtype"] == "float16" and key["compute_dtype"] == compute_dtype_name(CPU)
     assert key["memory_format"] == "channels_last"
     assert key["device"] == "cpu" and key["forward_batch_size"] == 16
-    assert meta["key_hash"] == feature_store.key_hash(key) == res.key_hash
+    assert meta["key_hash"] == key_hash(key) == res.key_hash
     assert (meta["n"], meta["dim"], meta["dataset"], meta["backbone"]) == (40, 512, "tiny", "bb32")
     assert sum(s["rows"] for s in meta["shards"]) == 40
     # what the run did is beside the set, not in it: a re-run that only reuses rows leaves the set's bytes alone
     assert not {"extracted", "reused", "seconds", "store", "executor"} & set(meta)
     run = json.loads(layout.features_run("f32").read_text())
-    assert layout.features_run("f32") == feature_store.run_path(layout.features("f32"))
+    assert layout.features_run("f32") == sets.run_path(layout.features("f32"))
     assert (run["extracted"], run["reused"], run["executor"]) == (40, 0, "local") and run["seconds"] > 0
 
-
-def test_other_preprocessing_other_key(project, tmp_path):
-    layout, manifest, res = project
-    fs = FeatureSet(dataset="tiny", backbone="bb24", batch_size=16)
-    res24 = features.run("f24", fs, manifest, layout.backbone("bb24"), tmp_path / "f24", CPU)
-    meta24 = feature_store.read_meta(tmp_path / "f24")
-    meta32 = feature_store.read_meta(layout.features("f32"))
-    # same seed, same weights: the preprocessing alone must change the key
-    assert meta24["key"]["backbone_fingerprint"] == meta32["key"]["backbone_fingerprint"]
-    assert meta24["key"]["preprocessing"]["crop_size"] == 24
-    assert res24.key_hash != res.key_hash
-
-
-def test_shard_writer_splits_and_reads_back(project, tmp_path):
-    layout, _, _ = project
-    feats, index = feature_store.read(layout.features("f32"))
-    writer = feature_store.ShardWriter(tmp_path / "sharded", shard_rows=7)
-    for start in range(0, 40, 3):  # uneven batches straddle the shard boundaries
-        writer.add(np.asarray(feats[start:start + 3], np.float32))
-    shards = writer.close()
-    feature_store.write(tmp_path / "sharded", index, shards, {"dim": 512})
-    assert [s["rows"] for s in shards] == [7] * 5 + [5]
-    again, index2 = feature_store.read(tmp_path / "sharded", verify=True)
-    assert np.array_equal(again, feats) and again.dtype == np.float16
-    pd.testing.assert_frame_equal(index2, index)
-
-
-def _copy_set(src, dest):
-    import shutil
-
-    shutil.copytree(src, dest)
-    meta = feature_store.read_meta(dest)
-    return dest / meta["shards"][0]["file"]
-
-
-def test_truncated_shard_fails_checksum(project, tmp_path):
-    layout, _, _ = project
-    shard = _copy_set(layout.features("f32"), tmp_path / "copy")
-    size = shard.stat().st_size
-    with open(shard, "r+b") as f:
-        f.truncate(size - 512)
-    with pytest.raises(PipelineError, match="checksum"):
-        feature_store.read(tmp_path / "copy", verify=True)
-
-
-def test_shard_with_fewer_rows_than_meta(project, tmp_path):
-    layout, _, _ = project
-    shard = _copy_set(layout.features("f32"), tmp_path / "copy")
-    arr = np.load(shard)
-    np.save(shard, arr[:-3])
-    with pytest.raises(PipelineError, match="37 rows, meta.json says 40"):
-        feature_store.read(tmp_path / "copy")
-
-
-def test_truncated_shard_without_verify(project, tmp_path):
-    layout, _, _ = project
-    shard = _copy_set(layout.features("f32"), tmp_path / "copy")
-    with open(shard, "r+b") as f:
-        f.truncate(shard.stat().st_size - 512)
-    with pytest.raises(PipelineError):
-        feature_store.read(tmp_path / "copy")
-
-
-def test_incomplete_set_without_meta(tmp_path):
-    (tmp_path / "set" / feature_store.SHARDS).mkdir(parents=True)
-    with pytest.raises(PipelineError, match="missing or incomplete"):
-        features.load_features("set", tmp_path)

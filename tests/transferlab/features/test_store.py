@@ -18,11 +18,15 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import feature_store, features, prepare
-from stages.params import Dataset, FeatureSet
-from stages.paths import Layout
 from tests.conftest import REPO
-from tests.stages.conftest import subset_imagefolder, tiny_layout
+from tests.projects import subset_imagefolder, tiny_layout
+from transferlab import load_features
+from transferlab.config.params import Dataset, FeatureSet
+from transferlab.config.paths import Layout
+from transferlab.data.prepare import prepare
+from transferlab.features import sets
+from transferlab.features import store as feature_store
+from transferlab.features.build import build
 
 CPU = torch.device("cpu")
 FS = FeatureSet(dataset="tiny", backbone="bb32", batch_size=4)
@@ -41,8 +45,8 @@ def proj(tmp_path_factory, tiny_digits) -> Layout:
 def reference(proj, tmp_path_factory) -> np.ndarray:
     """tiny × bb32 extracted in one uninterrupted run into a fresh store."""
     out = tmp_path_factory.mktemp("ref") / "f"
-    features.run("f", FS, manifest(proj), proj.backbone("bb32"), out, CPU, store=out.parent / "store")
-    return np.array(feature_store.read(out, verify=True)[0])
+    build("f", FS, manifest(proj), proj.backbone("bb32"), out, CPU, store_dir=out.parent / "store")
+    return np.array(sets.read(out, verify=True)[0])
 
 
 def manifest(layout: Layout, dataset: str = "tiny") -> pd.DataFrame:
@@ -52,10 +56,10 @@ def manifest(layout: Layout, dataset: str = "tiny") -> pd.DataFrame:
 def extract(layout: Layout, store: Path | None, name: str = "f", fs: FeatureSet = FS, **kw):
     """Run the features stage for `name` in `layout`; (result, meta.json with the run's record, features as a
     plain array)."""
-    res = features.run(name, fs, manifest(layout, fs.dataset), layout.backbone(fs.backbone),
-                       layout.features(name), CPU, store=store, **kw)
-    feats, _ = features.load_features(name, layout.root)
-    meta = {**feature_store.read_meta(layout.features(name)), **feature_store.read_run(layout.features(name))}
+    res = build(name, fs, manifest(layout, fs.dataset), layout.backbone(fs.backbone), layout.features(name), CPU,
+                store_dir=store, **kw)
+    feats, _ = load_features(name, layout.root)
+    meta = {**sets.read_meta(layout.features(name)), **sets.read_run(layout.features(name))}
     return res, meta, np.array(feats)
 
 
@@ -129,7 +133,7 @@ def test_another_forward_batch_size_misses(proj, tmp_path):
 def test_appending_images_extracts_only_the_new_ones(proj, digits_root, tmp_path):
     for name, per_class in (("v1", 3), ("v2", 5)):
         folder = subset_imagefolder(digits_root, tmp_path / name, range(10), per_class)
-        prepare.run(Dataset(source="imagefolder", root=str(folder)), proj.prepared(name), seed=0)
+        prepare(Dataset(source="imagefolder", root=str(folder)), proj.prepared(name), seed=0)
     v1, v2 = manifest(proj, "v1"), manifest(proj, "v2")
     new = set(v2["sha256"]) - set(v1["sha256"])
     assert len(new) >= 15  # a few digit images may be byte-identical duplicates; each is computed once
@@ -148,7 +152,7 @@ def test_growing_one_image_at_a_time_matches_a_fresh_run(proj, reference, tmp_pa
     float16 values than in a batch of 4 (measured), unless the batch is padded to its full size."""
     store, full = tmp_path / "store", manifest(proj)
     for k in range(1, 11):
-        res = features.run("grow", FS, full.iloc[:k], proj.backbone("bb32"), tmp_path / "grow", CPU, store=store)
+        res = build("grow", FS, full.iloc[:k], proj.backbone("bb32"), tmp_path / "grow", CPU, store_dir=store)
         assert (res.extracted, res.reused) == (1, k - 1)
     _, meta, feats = extract(proj, store, "grown")
     assert (meta["extracted"], meta["reused"]) == (30, 10)
@@ -161,22 +165,23 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 import pandas as pd, torch
-from stages import features, images
-from stages.params import FeatureSet
-from stages.paths import Layout
+from transferlab.config.params import FeatureSet
+from transferlab.config.paths import Layout
+from transferlab.data import transforms
+from transferlab.features.build import build
 args = json.loads(sys.argv[1])
 layout = Layout(args["root"])
-get = images.ImageFiles.__getitem__
+get = transforms.ImageFiles.__getitem__
 def slow(self, i):  # so that a kill lands in the middle of extraction, not after it
     time.sleep(args["delay"])
     return get(self, i)
-images.ImageFiles.__getitem__ = slow
+transforms.ImageFiles.__getitem__ = slow
 Path(args["ready"]).touch()
 while not all(Path(p).exists() for p in args["wait_for"]):  # start both children's runs together
     time.sleep(0.01)
-res = features.run(args["name"], FeatureSet(**args["fs"]), pd.read_parquet(layout.manifest("tiny")),
-                   layout.backbone("bb32"), layout.features(args["name"]), torch.device("cpu"),
-                   store=args["store"], chunk_rows=args["chunk_rows"])
+res = build(args["name"], FeatureSet(**args["fs"]), pd.read_parquet(layout.manifest("tiny")),
+            layout.backbone("bb32"), layout.features(args["name"]), torch.device("cpu"),
+            store_dir=args["store"], chunk_rows=args["chunk_rows"])
 print(json.dumps({"extracted": res.extracted, "reused": res.reused}))
 """
 
@@ -187,7 +192,7 @@ def child(name: str, layout: Layout, store: Path, ready: Path, wait_for: list[Pa
     once every file in `wait_for` exists."""
     args = {"name": name, "root": str(layout.root), "store": str(store), "chunk_rows": chunk_rows, "delay": delay,
             "ready": str(ready), "wait_for": [str(p) for p in wait_for], "fs": FS.model_dump()}
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
     return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -206,10 +211,10 @@ def test_kill_9_mid_extraction_then_rerun_is_bit_identical(proj, reference, tmp_
     key_dir = chunk_files(store)[0].parent
     (key_dir / ".chunk-00000099.bin.x.tmp").write_bytes(b"half a chunk")  # as a kill during a write leaves
     out = tmp_path / "rerun"
-    res = features.run("f", FS, manifest(proj), proj.backbone("bb32"), out, CPU, store=store, chunk_rows=8)
+    res = build("f", FS, manifest(proj), proj.backbone("bb32"), out, CPU, store_dir=store, chunk_rows=8)
     assert (res.extracted, res.reused) == (40 - stored, stored)
     assert not list(key_dir.glob(".*.tmp"))
-    assert np.array(feature_store.read(out, verify=True)[0]).tobytes() == reference.tobytes()
+    assert np.array(sets.read(out, verify=True)[0]).tobytes() == reference.tobytes()
 
 
 # --- integrity ---------------------------------------------------------------------------------------------
@@ -260,6 +265,6 @@ def test_two_concurrent_extractions_compute_once(proj, reference, tmp_path):
     counts = sorted((json.loads(out.splitlines()[-1])["extracted"] for out, _ in outs))
     assert counts == [0, 40], outs
     assert sum("waiting for" in err for _, err in outs) == 1, outs  # the second one really waited
-    feats, _ = feature_store.read(proj.features("concurrent"), verify=True)
+    feats, _ = sets.read(proj.features("concurrent"), verify=True)
     assert np.array(feats).tobytes() == reference.tobytes()
     assert sum(feature_store.open_chunk(p, 512).n for p in chunk_files(store)) == 40

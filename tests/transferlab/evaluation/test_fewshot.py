@@ -1,8 +1,8 @@
-"""Very few labels: the prototype head, k-shot draws over seeds, the data-efficiency curve, and their wiring
-through evaluate and report.
+"""Very few labels (transferlab.evaluation.fewshot): k-shot draws over seeds, the data-efficiency curve, and their
+wiring through evaluate and report (the prototype head: tests/transferlab/heads/test_prototypes.py).
 
 The library tests use scikit-learn's real digits with their 64 raw pixels as the features (no backbone: fast),
-the stage tests a tiny real project (prepare -> backbone -> features -> train_head -> finetune -> evaluate)."""
+the wiring tests a tiny real project (prepare -> backbone -> features -> train_head -> finetune -> evaluate)."""
 from __future__ import annotations
 
 import json
@@ -12,17 +12,23 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import backbone, evaluate, features, fewshot, finetune, prepare, report, train_head
-from stages import params as P
-from stages.errors import PipelineError
-from stages.params import Head, Task
-from stages.paths import Layout
-from stages.tasks import select
 from tests.conftest import REPO
+from tests.projects import subset_imagefolder
+from transferlab.config import params as P
+from transferlab.config.errors import PipelineError
+from transferlab.config.params import Head, Task
+from transferlab.config.paths import Layout
+from transferlab.data.prepare import prepare
+from transferlab.data.tasks import select
+from transferlab.evaluation import fewshot
+from transferlab.evaluation.report import report
+from transferlab.evaluation.results import evaluate
+from transferlab.features.build import build
+from transferlab.heads.task_heads import train_task_head
+from transferlab.models import backbones
+from transferlab.training.task_run import train_on_images
 
-from .conftest import subset_imagefolder
-
-HEAD = Head(epochs=30, batch_size=64, lr=0.05)
+HEAD = Head(optimizer="adamw", epochs=30, batch_size=64, lr=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -35,56 +41,6 @@ def digits() -> tuple[np.ndarray, pd.DataFrame]:
     index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(data.target))],
                           "label": data.target.astype(str), "split": split})
     return data.data.astype(np.float16), index
-
-
-# --- the prototype head ---------------------------------------------------------------------------------
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
-
-def test_prototype_is_exact_on_a_constructed_case():
-    offset = np.array([5.0, -3.0, 7.0, 1.0])
-    x = np.array([[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 1], [4, 0, 0, 0]], float) + offset
-    y = np.array([0, 1, 2, 0])
-    p = fewshot.fit_prototypes(x, y, 3)
-    center = x.mean(0)
-    np.testing.assert_allclose(p.center, center)
-    unit = [(r - center) / np.linalg.norm(r - center) for r in x]
-    want = [unit[0] + unit[3], unit[1], unit[2]]  # class 0's two shots averaged after normalising each
-    for c in range(3):
-        np.testing.assert_allclose(p.means[c], want[c] / np.linalg.norm(want[c]))
-    queries = np.array([[0.1, 1.9, 0, 0], [3, 0, 0.2, 0], [0, 0, 1, 1]]) + offset
-    scores = fewshot.predict_prototypes(p, queries)
-    expected = np.array([[_cos(q - center, w) for w in want] for q in queries])
-    np.testing.assert_allclose(scores, expected, atol=1e-12)
-    assert scores.argmax(1).tolist() == [1, 0, 2]
-    # a training shot is nearest its own prototype; a single shot has cosine exactly 1 with it
-    assert fewshot.predict_prototypes(p, x).argmax(1).tolist() == y.tolist()
-    assert fewshot.predict_prototypes(p, x[1:2])[0, 1] == pytest.approx(1.0)
-
-
-def test_prototype_ignores_scale_and_never_predicts_a_class_without_shots():
-    rng = np.random.default_rng(0)
-    x, q = rng.normal(size=(6, 8)), rng.normal(size=(20, 8))
-    y = np.array([0, 0, 1, 1, 3, 3])  # class 2 has no training images
-    p = fewshot.fit_prototypes(x, y, 4)
-    pred = fewshot.predict_prototypes(p, q).argmax(1)
-    assert 2 not in pred and set(pred) <= {0, 1, 3}
-    assert np.isneginf(fewshot.predict_prototypes(p, q)[:, 2]).all()
-    scaled = fewshot.fit_prototypes(10 * x, y, 4)
-    assert (fewshot.predict_prototypes(scaled, 10 * q).argmax(1) == pred).all()
-
-
-def test_prototype_from_one_shot_per_class_works_on_real_digits(digits):
-    feats, index = digits
-    sel = select(index, Task(features="f", shots=1), 0)
-    train, test = sel.split("train"), sel.split("test")
-    assert len(train) == 10
-    p = fewshot.fit_prototypes(feats[train["row"]], train["y"].to_numpy(), 10)
-    acc = (fewshot.predict_prototypes(p, feats[test["row"]]).argmax(1) == test["y"].to_numpy()).mean()
-    assert acc > 0.5, acc  # chance is 0.1
 
 
 # --- shot seeds -----------------------------------------------------------------------------------------
@@ -159,7 +115,8 @@ def test_plot_template_renders_one_line_per_method(tmp_path, digits):
     feats, index = digits
     curve = fewshot.efficiency(feats, index, Task(features="f", classes=[0, 1]), "t", [1, 3], [0, 1], HEAD)
     rows = [{k: str(v) for k, v in r.items()} | {"rev": "workspace"} for r in curve.to_dict("records")]
-    spec = VegaRenderer(rows, "efficiency.csv", template=str(REPO / "stages/plot_templates/lines_by_method.json"),
+    # the template dvc.yaml names (template: lines_by_method), which DVC finds in .dvc/plots
+    spec = VegaRenderer(rows, "efficiency.csv", template=str(REPO / ".dvc/plots/lines_by_method.json"),
                         x="shots", y="test_accuracy").get_filled_template()
     assert "<DVC_METRIC" not in json.dumps(spec)
     assert spec["encoding"]["color"]["field"] == "method" and spec["encoding"]["x"]["field"] == "shots"
@@ -180,15 +137,15 @@ def project(tmp_path_factory, digits_root):
     root = subset_imagefolder(digits_root, tmp / "raw", [0, 1, 2], 15)
     layout = Layout(tmp)
     dataset = P.Dataset(source="imagefolder", root=str(root), val_fraction=0.2, test_fraction=0.2)
-    prepare.run(dataset, layout.prepared("d"), seed=0)
+    prepare(dataset, layout.prepared("d"), seed=0)
     manifest = pd.read_parquet(layout.manifest("d"))
     bb = P.Backbone(arch="resnet18", weights="none", image_size=32)
-    backbone.run("bb", bb, layout.backbone("bb"), seed=0)
-    features.run("f", P.FeatureSet(dataset="d", backbone="bb"), manifest, layout.backbone("bb"),
-                 layout.features("f"), torch.device("cpu"))
+    backbones.create("bb", bb, layout.backbone("bb"), seed=0)
+    build("f", P.FeatureSet(dataset="d", backbone="bb"), manifest, layout.backbone("bb"), layout.features("f"),
+          torch.device("cpu"))
     for name, task in (("few", FEW), ("plain", PLAIN)):
-        train_head.run(name, task, HEAD, 0, layout.root, layout.head(name))
-        finetune.run(name, task, P.Finetune(), 0, layout, torch.device("cpu"))
+        train_task_head(name, task, HEAD, 0, layout.root, layout.head(name))
+        train_on_images("finetune", name, task, P.Finetune(), 0, layout, torch.device("cpu"))
     params = P.Params(datasets={"d": dataset}, backbones={"bb": bb},
                       features={"f": P.FeatureSet(dataset="d", backbone="bb")},
                       tasks={"few": FEW, "plain": PLAIN}, head=HEAD)
@@ -197,7 +154,7 @@ def project(tmp_path_factory, digits_root):
 
 def test_evaluate_writes_prototype_seed_stats_and_the_curve(project):
     layout, params = project
-    metrics = evaluate.run("few", FEW, P.Evaluate(), 0, layout, HEAD)
+    metrics = evaluate("few", FEW, P.Evaluate(), 0, layout, HEAD)
     assert json.loads((layout.results("few") / "metrics.json").read_text()) == metrics
     assert set(metrics) == {"head", "reference", "prototype"}
     contract = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
@@ -220,7 +177,7 @@ def test_evaluate_writes_prototype_seed_stats_and_the_curve(project):
 
 def test_evaluate_without_shot_seeds_keeps_the_contract_and_writes_one_point(project):
     layout, params = project
-    metrics = evaluate.run("plain", PLAIN, P.Evaluate(), 0, layout, HEAD)
+    metrics = evaluate("plain", PLAIN, P.Evaluate(), 0, layout, HEAD)
     assert set(metrics) == {"head", "reference", "prototype"}
     assert not any("n_seeds" in m for m in metrics.values())
     curve = pd.read_csv(layout.results("plain") / "efficiency.csv")
@@ -233,14 +190,14 @@ def test_evaluate_rejects_efficiency_shots_beyond_a_class(project):
     layout, _ = project
     too_many = FEW.model_copy(update={"efficiency_shots": [1, 50]})
     with pytest.raises(PipelineError, match=r"tasks\.few\.efficiency_shots: class '\d' has \d+ training images"):
-        evaluate.run("few", too_many, P.Evaluate(), 0, layout, HEAD)
+        evaluate("few", too_many, P.Evaluate(), 0, layout, HEAD)
 
 
 def test_report_shows_prototype_rows_seed_means_and_the_curve(project):
     layout, params = project
     for name, task in params.tasks.items():
-        evaluate.run(name, task, params.evaluate, params.seed, layout, params.head)
-    table = report.run(params, layout)
+        evaluate(name, task, params.evaluate, params.seed, layout, params.head)
+    table = report(params, layout)
     few = table[table["task"] == "few"].set_index("method")
     assert set(few.index) == {"head", "reference", "prototype"}
     metrics = json.loads((layout.results("few") / "metrics.json").read_text())

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import feature_store
+from transferlab.features import sets
+from transferlab.features.store import STORE_ENV
 from tests.conftest import ENV, SMALL_PARAMS, make_project
 
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
@@ -28,7 +29,7 @@ PARAMS = {**copy.deepcopy(SMALL_PARAMS), "pretrain": {},
 
 def run(*cmd: str, cwd: Path, store: Path) -> str:
     """A command on one 'machine': its checkout and its own feature store."""
-    proc = subprocess.run(cmd, cwd=cwd, env={**ENV, feature_store.STORE_ENV: str(store)}, capture_output=True,
+    proc = subprocess.run(cmd, cwd=cwd, env={**ENV, STORE_ENV: str(store)}, capture_output=True,
                           text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
@@ -41,7 +42,7 @@ def chunks(store: Path) -> list[Path]:
 def meta(repo: Path, name: str) -> dict:
     """The set's meta.json and its last run's record (<set>.run.json)."""
     set_dir = repo / "data" / "features" / name
-    return {**feature_store.read_meta(set_dir), **feature_store.read_run(set_dir)}
+    return {**sets.read_meta(set_dir), **sets.read_run(set_dir)}
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +87,8 @@ def test_pull_then_repro_of_new_tasks_extracts_nothing(pushed, tmp_path):
     new = meta(b, "digits-random-b")
     assert (new["extracted"], new["reused"], new["imported"]) == (0, 1797, {"digits-random": 1797})
     assert new["key_hash"] == meta(a, "digits-random")["key_hash"]
-    feats_a, _ = feature_store.read(a / "data" / "features" / "digits-random", verify=True)
-    feats_b, _ = feature_store.read(b / "data" / "features" / "digits-random-b", verify=True)
+    feats_a, _ = sets.read(a / "data" / "features" / "digits-random", verify=True)
+    feats_b, _ = sets.read(b / "data" / "features" / "digits-random-b", verify=True)
     assert np.asarray(feats_b).tobytes() == np.asarray(feats_a).tobytes()
     assert (b / "results" / "parity" / "metrics.json").is_file()
 

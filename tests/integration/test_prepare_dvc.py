@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stages.paths import Layout
 from tests.conftest import SMALL_PARAMS, make_project, sh
 from tests.photos import CLASSES, crop, encode, photo_folder
+from transferlab.config.paths import Layout
 
 METRIC_KEYS = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
 

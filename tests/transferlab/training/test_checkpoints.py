@@ -1,8 +1,10 @@
-"""A fine-tune killed (SIGKILL) mid-epoch and re-run ends exactly where an uninterrupted run ends.
+"""transferlab.training.checkpoints on disk: a fine-tune killed (SIGKILL) mid-epoch and re-run ends exactly
+where an uninterrupted run ends, and its checkpoint is gone once it finished.
 
 A real subprocess (`python -m stages.finetune <task>`) in a tiny project: 30 real digit images, a
 resnet18 at 32 px, 3 epochs with every resumable part switched on (freeze-then-unfreeze, augmentation,
-early-stopping state, class weights). The uninterrupted run is the same stage called in this process."""
+early-stopping state, class weights). The uninterrupted run is the same training called in this process
+(transferlab.training.task_run.train_on_images)."""
 from __future__ import annotations
 
 import json
@@ -20,11 +22,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from stages import features, finetune, paths, train_head
-from stages.params import FeatureSet, Head, parse
 from tests.conftest import ENV, REPO
-
-from .conftest import subset_imagefolder, tiny_layout
+from tests.projects import subset_imagefolder, tiny_layout
+from transferlab.config import paths
+from transferlab.config.params import FeatureSet, Head, parse
+from transferlab.features.build import build
+from transferlab.heads.task_heads import train_task_head
+from transferlab.training.checkpoints import STATE_FILE
+from transferlab.training.task_run import train_on_images
 
 TASK = "t"
 FT = {"epochs": 3, "batch_size": 8, "lr": 0.001, "backbone_lr_mult": 0.1, "weight_decay": 0.0001,
@@ -45,14 +50,15 @@ def project(tmp_path_factory, digits_root, private_store):
     (layout.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     p = parse(params)
     assert p.finetune.model_dump() == FT
-    features.run("f", FeatureSet(dataset="tiny", backbone="bb32"), pd.read_parquet(layout.manifest("tiny")),
-                 layout.backbone("bb32"), layout.features("f"), torch.device("cpu"))
-    train_head.run(TASK, p.tasks[TASK], Head(epochs=20, batch_size=8), 0, layout.root, layout.head(TASK))
+    build("f", FeatureSet(dataset="tiny", backbone="bb32"), pd.read_parquet(layout.manifest("tiny")),
+          layout.backbone("bb32"), layout.features("f"), torch.device("cpu"))
+    head = Head(optimizer="adamw", epochs=20, batch_size=8)
+    train_task_head(TASK, p.tasks[TASK], head, 0, layout.root, layout.head(TASK))
     return layout, p
 
 
 def _start(root: Path) -> subprocess.Popen:
-    env = {**ENV, "PYTHONPATH": str(REPO)}
+    env = {**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
     return subprocess.Popen([sys.executable, "-m", "stages.finetune", TASK], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -72,7 +78,8 @@ def test_killed_finetune_resumes_to_the_same_result(project):
     project, params = project
     root = project.root
     ckpt_root = project.checkpoints(TASK, "finetune")
-    finetune.run(TASK, params.tasks[TASK], params.finetune, params.seed, project, torch.device("cpu"))
+    train_on_images("finetune", TASK, params.tasks[TASK], params.finetune, params.seed, project,
+                    torch.device("cpu"))
     whole = _outputs(project.finetune(TASK))
     assert whole["info"]["resumed_from_epoch"] is None and whole["info"]["epochs_run"] == FT["epochs"]
     assert not ckpt_root.exists()  # removed after a successful finish
@@ -80,13 +87,13 @@ def test_killed_finetune_resumes_to_the_same_result(project):
 
     proc = _start(root)
     deadline = time.monotonic() + 240
-    while not list(ckpt_root.glob("*/last.pt")) and proc.poll() is None and time.monotonic() < deadline:
+    while not list(ckpt_root.glob(f"*/{STATE_FILE}")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)  # as soon as the first checkpoint exists: mid-way through a later epoch
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (project.finetune(TASK) / paths.PREDICTIONS_FILE).exists()
-    [saved] = list(ckpt_root.glob("*/last.pt"))
+    [saved] = list(ckpt_root.glob(f"*/{STATE_FILE}"))
     killed_at = torch.load(saved, map_location="cpu", weights_only=True)["epoch"]
     assert 1 <= killed_at < FT["epochs"]
 
@@ -105,3 +112,16 @@ def test_killed_finetune_resumes_to_the_same_result(project):
     for name, tensor in whole["weights"].items():  # ...and here, on CPU, bit-identical weights
         assert torch.equal(resumed["weights"][name], tensor), name
     assert not ckpt_root.exists()
+
+
+def test_an_unloadable_checkpoint_is_named_on_one_line_then_discarded(tmp_path, capsys):
+    from transferlab.training.checkpoints import Checkpoint
+
+    ckpt = Checkpoint(tmp_path / "ck", "run1")
+    ckpt.path.parent.mkdir(parents=True)
+    ckpt.path.write_bytes(b"not a torch file")
+    assert ckpt.load() is None
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: checkpoint {ckpt.path} cannot be loaded ("), err
+    assert err[0].endswith("deleted, training starts afresh")
+    assert not ckpt.path.exists()

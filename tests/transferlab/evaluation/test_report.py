@@ -1,4 +1,5 @@
-"""report over a tiny real project: head, reference, lpft and scratch rows side by side, with backbone_run."""
+"""report (transferlab.evaluation.report) over a tiny real project: head, reference, lpft and scratch rows side
+by side, with backbone_run."""
 from __future__ import annotations
 
 import json
@@ -7,10 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import evaluate, features, finetune, paths, report, scratch, train_head
-from stages.params import parse
-
-from .conftest import subset_imagefolder, tiny_layout
+from tests.projects import subset_imagefolder, tiny_layout
+from transferlab.config import paths
+from transferlab.config.params import parse
+from transferlab.evaluation import report
+from transferlab.evaluation.results import evaluate
+from transferlab.features.build import build
+from transferlab.heads.task_heads import train_task_head
+from transferlab.training.task_run import train_on_images
 
 CPU = torch.device("cpu")
 
@@ -27,14 +32,14 @@ def built(tmp_path_factory, digits_root, private_store):
         "tasks": {"few": {"features": "f", "shots": 3, "finetune": "lpft", "scratch": True},
                   "plain": {"features": "f"}},
         "head": {"epochs": 10}, "finetune": {"epochs": 1, "batch_size": 8}})
-    features.run("f", params.features["f"], pd.read_parquet(layout.manifest("tiny")), layout.backbone("bb32"),
-                 layout.features("f"), CPU)
+    build("f", params.features["f"], pd.read_parquet(layout.manifest("tiny")), layout.backbone("bb32"),
+          layout.features("f"), CPU)
     for name, task in params.tasks.items():
-        train_head.run(name, task, params.head, 0, layout.root, layout.head(name))
-        finetune.run(name, task, params.finetune, 0, layout, CPU)
-        scratch.run(name, task, params.finetune, 0, layout, CPU)
-        evaluate.run(name, task, params.evaluate, 0, layout)
-    return layout, params, report.run(params, layout)
+        train_task_head(name, task, params.head, 0, layout.root, layout.head(name))
+        train_on_images("finetune", name, task, params.finetune, 0, layout, CPU)
+        train_on_images("scratch", name, task, params.finetune, 0, layout, CPU)
+        evaluate(name, task, params.evaluate, 0, layout)
+    return layout, params, report.report(params, layout)
 
 
 def test_report_shows_every_method_and_whether_it_ran_the_backbone(built):

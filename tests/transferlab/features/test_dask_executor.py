@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import feature_shards, feature_store, features, params
-from stages.errors import PipelineError
-from stages.params import FeatureSet
-from tests.stages.conftest import tiny_layout
+from tests.projects import tiny_layout
+from transferlab.config import params
+from transferlab.config.errors import PipelineError
+from transferlab.config.params import FeatureSet
+from transferlab.features import sets
+from transferlab.features.build import build
 
 distributed = pytest.importorskip("distributed")
 
@@ -40,9 +42,9 @@ def extract(proj, name, fs, store, device=CPU, manifest=None):
     """Extract into <store>/../sets/<name>: no other set with this key beside it to import rows from."""
     manifest = pd.read_parquet(proj.manifest("tiny")) if manifest is None else manifest
     out = store.parent / "sets" / name
-    features.run(name, fs, manifest, proj.backbone("bb32"), out, device, store=store, chunk_rows=3)
-    feats, index = feature_store.read(out, verify=True)
-    return np.array(feats), index, {**feature_store.read_meta(out), **feature_store.read_run(out)}
+    build(name, fs, manifest, proj.backbone("bb32"), out, device, store_dir=store, chunk_rows=3)
+    feats, index = sets.read(out, verify=True)
+    return np.array(feats), index, {**sets.read_meta(out), **sets.read_run(out)}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,9 @@ def test_dask_shards_are_bit_identical_to_a_local_run(proj, cluster, local, tmp_
     shards = {c.name.split("-")[3] for c in chunks}  # chunk-<number>-<run>-<shard>-<k>.bin
     # a chunk is flushed once 3 rows wait: each shard (7 images, batches of 4) writes 4 + 3, the last 4 + 1
     assert shards == {f"{i:05d}" for i in range(6)} and len(chunks) == 6 * 2
-    trunks = cluster_client_run(cluster, feature_shards.loaded_trunks)
+    from transferlab.features import dask_executor  # imports distributed: after the importorskip above
+
+    trunks = cluster_client_run(cluster, dask_executor.loaded_trunks)
     assert sorted(trunks) == [1, 1]  # each worker process loaded the backbone once, for all of its shards
 
     again = extract(proj, "sharded", fs, tmp_path / "store")[2]

@@ -1,4 +1,4 @@
-"""optimizer lbfgs: the linear-probe protocol in numpy and scipy (stages.linear_probe), checked against
+"""optimizer lbfgs: the linear-probe protocol in numpy and scipy (transferlab.heads.linear_probe), checked against
 scikit-learn's LogisticRegression; its heads are FeatureHead files."""
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from stages import head_file, head_fit, heads, linear_probe
-from stages.params import Head
+from tests.feature_heads import predict
+from transferlab.config.params import Head
+from transferlab.heads import head_file, linear_probe, torch_heads
 
 
 def _overlapping(n_per_class: int, n_classes: int, seed: int = 0, dim: int = 24):
@@ -50,7 +51,7 @@ def _theirs(ref: LogisticRegression) -> tuple[np.ndarray, np.ndarray]:
 def test_lbfgs_head_is_scikit_learns_logistic_regression(n_classes, c):
     x, y = _overlapping(80, n_classes)
     xt, yt = _overlapping(40, n_classes, seed=1)
-    head, stats = linear_probe.train(x, y, n_classes, Head(optimizer="lbfgs", C=c))
+    (head, stats), = linear_probe.lbfgs_path(x, y, n_classes, [Head(optimizer="lbfgs", C=c)])
     scaler = StandardScaler().fit(x.astype(np.float64))
     ref = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(scaler.transform(x.astype(np.float64)), y)
     ours = head_file.predict(head, xt)
@@ -73,7 +74,7 @@ def test_lbfgs_head_with_more_dimensions_than_images_reaches_scikit_learns_optim
     ours gets as close to the optimum as scikit-learn's own fit at that tolerance, and predicts as it does."""
     x, y = _overlapping(80, n_classes, dim=400)
     xt, _ = _overlapping(40, n_classes, seed=1, dim=400)
-    head, _ = linear_probe.train(x, y, n_classes, Head(optimizer="lbfgs", C=c))
+    (head, _), = linear_probe.lbfgs_path(x, y, n_classes, [Head(optimizer="lbfgs", C=c)])
     z = StandardScaler().fit_transform(x.astype(np.float64))
     exact = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(z, y)
     default = LogisticRegression(C=c).fit(z, y)  # tol 1e-4, as ours
@@ -100,36 +101,23 @@ def test_lbfgs_path_is_each_c_fitted_alone():
         sklearn_gap = _objective(x, y, c, *_theirs(LogisticRegression(C=c).fit(z, y))) - optimum
         # measured: 8.6e-6 on the path vs 3.1e-5 alone at C = 10; equal gaps at the others
         assert _objective(x, y, c, *_ours(head)) - optimum <= 1.5 * sklearn_gap + 1e-9, c
-        alone, _ = linear_probe.train(x, y, 4, Head(optimizer="lbfgs", C=c))
+        (alone, _), = linear_probe.lbfgs_path(x, y, 4, [Head(optimizer="lbfgs", C=c)])
         assert (head_file.predict(head, xt).argmax(1) == head_file.predict(alone, xt).argmax(1)).all()
     norms = [np.linalg.norm(head.tensors["net.0.weight"]) for head, _ in path]
     assert norms[1] < norms[2] < norms[0]  # in cs' order: C = 1e-3 smallest, C = 10 largest
 
 
-def test_lbfgs_sweep_keeps_the_first_best_c_on_val():
-    x, y = _overlapping(60, 3)
-    xv, yv = _overlapping(30, 3, seed=2)
-    cfg = Head(optimizer="lbfgs", sweep={"C": [1e-4, 0.1, 10.0]})
-    fitted = head_fit.fit_best(x, y, xv, yv, 3, cfg, seed=0)
-    assert [c.C for c in cfg.grid()] == [1e-4, 0.1, 10.0]
-    assert len(fitted.heads) == 3 and fitted.val_accuracy[fitted.best] == max(fitted.val_accuracy)
-    assert fitted.best == fitted.val_accuracy.index(max(fitted.val_accuracy))
-    # C = 1e-4 shrinks the weights to almost nothing: far smaller than C = 10's
-    w = [np.abs(h.tensors["net.0.weight"]).sum() for h in fitted.heads]
-    assert w[0] < w[1] < w[2]
-
-
 def test_lbfgs_head_file_is_a_feature_head(tmp_path):
-    """What LP-FT loads with torch: heads.load gives a FeatureHead with the same logits, and heads.save of it
-    writes the same bytes."""
+    """What LP-FT loads with torch: torch_heads.load gives a FeatureHead with the same logits, and saving it again
+    (head_file.save of torch_heads.to_file) writes the same bytes."""
     x, y = _overlapping(40, 4)
     xt, _ = _overlapping(20, 4, seed=1)
-    head, _ = linear_probe.train(x, y, 4, Head(optimizer="lbfgs", C=0.1))
+    (head, _), = linear_probe.lbfgs_path(x, y, 4, [Head(optimizer="lbfgs", C=0.1)])
     head_file.save(head, tmp_path / "probe.safetensors", {"classes": list("abcd")})
-    module = heads.load(tmp_path / "probe.safetensors")
+    module = torch_heads.load(tmp_path / "probe.safetensors")
     assert module.config == head.config == {"in_dim": 24, "n_classes": 4, "kind": "linear", "hidden_dim": 256}
-    np.testing.assert_allclose(heads.predict(module, xt), head_file.predict(head, xt), rtol=1e-5, atol=1e-5)
-    heads.save(module, tmp_path / "again.safetensors", {"classes": list("abcd")})
+    np.testing.assert_allclose(predict(module, xt), head_file.predict(head, xt), rtol=1e-5, atol=1e-5)
+    head_file.save(torch_heads.to_file(module), tmp_path / "again.safetensors", {"classes": list("abcd")})
     assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "probe.safetensors").read_bytes()
     # one metadata entry: safetensors orders a map of several differently in each process (different bytes)
     raw = (tmp_path / "probe.safetensors").read_bytes()

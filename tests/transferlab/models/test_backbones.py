@@ -11,9 +11,9 @@ import torch
 import torchvision
 from safetensors.torch import load_file, save_file
 
-from stages import backbone, backbones
-from stages.errors import PipelineError
-from stages.params import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from transferlab.config.errors import PipelineError
+from transferlab.config.params import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from transferlab.models import backbones
 
 R18_V1 = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
 
@@ -45,7 +45,7 @@ def test_enum_weights_from_the_hub_cache(torch_home, tmp_path):
     torch.save(planted, ckpt)
 
     out = tmp_path / "r18"
-    info = backbone.run("r18", Backbone(arch="resnet18", weights="IMAGENET1K_V1"), out, seed=0)
+    info = backbones.create("r18", Backbone(arch="resnet18", weights="IMAGENET1K_V1"), out, seed=0)
 
     _assert_same_state(load_file(out / backbones.WEIGHTS_FILE), planted)
     recorded = json.loads((out / backbones.INFO_FILE).read_text())
@@ -75,7 +75,7 @@ def test_enum_weights_not_cached_and_offline(torch_home, tmp_path):
     socket.setdefaulttimeout(5)  # urllib has no timeout of its own: bound any connect attempt
     try:
         with pytest.raises(PipelineError) as err:
-            backbone.run("r18", Backbone(arch="resnet18", weights="IMAGENET1K_V1"), tmp_path / "r18", seed=0)
+            backbones.create("r18", Backbone(arch="resnet18", weights="IMAGENET1K_V1"), tmp_path / "r18", seed=0)
     finally:
         socket.setdefaulttimeout(old)
     msg = str(err.value)
@@ -92,7 +92,7 @@ def test_local_weights_file(tmp_path, suffix):
     else:
         torch.save(planted, path)
     out = tmp_path / "out"
-    info = backbone.run("mine", Backbone(arch="resnet18", weights=str(path), image_size=32), out, seed=0)
+    info = backbones.create("mine", Backbone(arch="resnet18", weights=str(path), image_size=32), out, seed=0)
 
     _assert_same_state(load_file(out / backbones.WEIGHTS_FILE), planted)
     assert info.num_classes == 7 and info.feature_dim == 512
@@ -108,7 +108,7 @@ def test_pth_checkpoint_wrapping_a_state_dict(tmp_path):
     planted = _seeded_resnet18(3, num_classes=7)
     path = tmp_path / "ckpt.pth"
     torch.save({"epoch": 4, "state_dict": planted}, path)
-    backbone.run("ckpt", Backbone(arch="resnet18", weights=str(path)), tmp_path / "out", seed=0)
+    backbones.create("ckpt", Backbone(arch="resnet18", weights=str(path)), tmp_path / "out", seed=0)
     _assert_same_state(load_file(tmp_path / "out" / backbones.WEIGHTS_FILE), planted)
 
 
@@ -127,7 +127,7 @@ def test_pth_with_pickled_object_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save(_Canary(marker), path)
     with pytest.raises(PipelineError, match="not a loadable state dict"):
-        backbone.run("evil", Backbone(arch="resnet18", weights=str(path)), tmp_path / "out", seed=0)
+        backbones.create("evil", Backbone(arch="resnet18", weights=str(path)), tmp_path / "out", seed=0)
     assert not marker.exists()
     torch.load(path, weights_only=False)  # the canary is live: full unpickling would have run it
     assert marker.is_dir()
@@ -137,26 +137,27 @@ def test_pth_holding_non_tensors_is_refused(tmp_path):
     path = tmp_path / "junk.pth"
     torch.save({"fc.weight": [1, 2, 3]}, path)
     with pytest.raises(PipelineError, match="no state dict of tensors"):
-        backbone.run("junk", Backbone(arch="resnet18", weights=str(path)), tmp_path / "out", seed=0)
+        backbones.create("junk", Backbone(arch="resnet18", weights=str(path)), tmp_path / "out", seed=0)
 
 
 def test_weights_for_another_arch_are_refused(tmp_path):
     path = tmp_path / "r18.safetensors"
     save_file(_seeded_resnet18(0), path)
     with pytest.raises(PipelineError, match="do not fit resnet34"):
-        backbone.run("x", Backbone(arch="resnet34", weights=str(path)), tmp_path / "out", seed=0)
+        backbones.create("x", Backbone(arch="resnet34", weights=str(path)), tmp_path / "out", seed=0)
 
 
 def test_missing_weights_file(tmp_path):
     with pytest.raises(PipelineError, match="not found"):
-        backbone.run("x", Backbone(arch="resnet18", weights=str(tmp_path / "nope.pth")), tmp_path / "o", seed=0)
+        backbones.create("x", Backbone(arch="resnet18", weights=str(tmp_path / "nope.pth")), tmp_path / "o",
+                         seed=0)
 
 
 def test_random_init_is_seeded(tmp_path):
     entry = Backbone(arch="resnet18", weights="none", image_size=32)
-    a = backbone.run("a", entry, tmp_path / "a", seed=0)
-    b = backbone.run("b", entry, tmp_path / "b", seed=0)
-    c = backbone.run("c", entry, tmp_path / "c", seed=1)
+    a = backbones.create("a", entry, tmp_path / "a", seed=0)
+    b = backbones.create("b", entry, tmp_path / "b", seed=0)
+    c = backbones.create("c", entry, tmp_path / "c", seed=1)
     assert a.fingerprint == b.fingerprint
     assert a.fingerprint != c.fingerprint
     weights = [(tmp_path / d / backbones.WEIGHTS_FILE).read_bytes() for d in "ab"]
@@ -169,19 +170,19 @@ def test_random_init_is_seeded(tmp_path):
 @pytest.mark.parametrize("weights", ["none", "IMAGENET1K_V1"])
 def test_unknown_arch(tmp_path, weights):
     with pytest.raises(PipelineError, match="resnet9000"):
-        backbone.run("x", Backbone(arch="resnet9000", weights=weights), tmp_path / "x", seed=0)
+        backbones.create("x", Backbone(arch="resnet9000", weights=weights), tmp_path / "x", seed=0)
 
 
 def test_unknown_enum_name(tmp_path):
     with pytest.raises(PipelineError) as err:
-        backbone.run("x", Backbone(arch="resnet18", weights="IMAGENET9K_V7"), tmp_path / "x", seed=0)
+        backbones.create("x", Backbone(arch="resnet18", weights="IMAGENET9K_V7"), tmp_path / "x", seed=0)
     assert "IMAGENET9K_V7" in str(err.value) and "IMAGENET1K_V1" in str(err.value)  # names the known ones too
 
 
 @pytest.mark.parametrize("arch,dim,classifier", [("resnet18", 512, "fc"),
                                                  ("mobilenet_v3_small", 1024, "classifier.3")])
 def test_load_trunk_outputs_feature_dim(tmp_path, arch, dim, classifier):
-    info = backbone.run(arch, Backbone(arch=arch, weights="none", image_size=32), tmp_path / arch, seed=0)
+    info = backbones.create(arch, Backbone(arch=arch, weights="none", image_size=32), tmp_path / arch, seed=0)
     assert (info.feature_dim, info.classifier) == (dim, classifier)
     trunk, tinfo = backbones.load_trunk(tmp_path / arch)
     full, _ = backbones.load_classifier(tmp_path / arch)

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.errors import PipelineError
-from stages.params import Head, parse
-from stages.paths import Layout
 from tests.conftest import REPO, SMALL_PARAMS, make_project, sh
+from transferlab.config.errors import PipelineError
+from transferlab.config.params import Head, parse
+from transferlab.config.paths import Layout
 
 METRIC_KEYS = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
@@ -174,8 +174,9 @@ def test_second_repro_runs_no_stage(built):
 def test_load_features_matches_the_manifest_row_for_row(built):
     import torch
 
-    from stages import backbones, images
-    from stages.features import load_features
+    from transferlab import load_features
+    from transferlab.data import images, transforms
+    from transferlab.models import backbones
 
     layout = Layout(built.repo)
     feats, index = load_features("digits-src", root=built.repo)
@@ -194,7 +195,7 @@ def test_load_features_matches_the_manifest_row_for_row(built):
     # Row i of the array is the backbone's output for row i of the frame: recompute a few rows.
     trunk, info = backbones.load_trunk(layout.backbone("src"))
     trunk.eval()
-    tf = images.transform(info.preprocessing)
+    tf = transforms.transform(info.preprocessing)
     paths = dict(zip(manifest["image_id"], manifest["path"], strict=True))
     rows = [0, n // 2, n - 1]
     with torch.inference_mode():
@@ -315,7 +316,6 @@ def test_parse_rejects_bad_params_naming_the_key(kind):
 
 @pytest.mark.parametrize("kind", BAD)
 def test_stage_cli_fails_with_one_error_line(kind, tmp_path):
-    shutil.copytree(REPO / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     params, key = _bad(kind)
     write_params(tmp_path, params)
     proc = sh("python", "-m", "stages.train_head", "parity", cwd=tmp_path, check=False)

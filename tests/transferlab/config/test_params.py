@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params as P
-from stages.errors import PipelineError
+from transferlab.config import params as P
+from transferlab.config.errors import PipelineError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _error(data: dict) -> str:
@@ -150,3 +150,21 @@ def test_few_shot_keys_validate(small_params):
                                   "efficiency_shots": [10, 1]}
     task = P.parse(small_params).tasks["t"]
     assert task.shot_seeds == [4, 0] and task.efficiency_shots == [10, 1]
+
+
+def test_a_dataset_without_validation_images_is_refused_naming_the_key(small_params):
+    """val_fraction 0 used to reach pretrain (a raw ValueError), the reference (the first C kept silently) and
+    head.json (NaN, not JSON): refused at validate, as one line that says what to do."""
+    small_params["datasets"]["digits"]["val_fraction"] = 0
+    msg = _error(small_params)
+    assert msg.startswith("params.yaml: datasets.digits.val_fraction: 0") and "> 0" in msg, msg
+
+
+def test_the_schema_default_head_is_the_shipped_linear_probe():
+    shipped = yaml.safe_load(Path("params.yaml").read_text())["head"]
+    assert P.Head().optimizer == shipped["optimizer"] == "lbfgs"
+
+
+def test_a_stage_entry_not_in_params_names_the_known_ones(small_params):
+    with pytest.raises(PipelineError, match=r"^tasks.nope: not defined in params.yaml; known: fewshot, "):
+        P.parse(small_params).entry("tasks", "nope")

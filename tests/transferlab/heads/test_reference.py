@@ -9,7 +9,7 @@ from safetensors import safe_open
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from stages import reference
+from transferlab.heads import reference
 
 
 def _blobs(n_classes: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,11 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stages import prepare
-from stages.errors import PipelineError
-from stages.params import Dataset
-
-from .conftest import subset_imagefolder
+from tests.projects import subset_imagefolder
+from transferlab.config.errors import PipelineError
+from transferlab.config.params import Dataset
+from transferlab.data.prepare import prepare
 
 
 def _files(root: Path) -> set[str]:
@@ -21,7 +20,7 @@ def _files(root: Path) -> set[str]:
 def full_run(digits_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     ds = Dataset(source="imagefolder", root=str(digits_root), val_fraction=0.15, test_fraction=0.2)
-    res = prepare.run(ds, out, seed=0)
+    res = prepare(ds, out, seed=0)
     return ds, res, pd.read_parquet(out / "manifest.parquet"), out
 
 
@@ -54,9 +53,9 @@ def test_splits_are_stratified(full_run):
 
 def test_splits_are_deterministic_and_seeded(full_run, tmp_path):
     ds, _, manifest, _ = full_run
-    prepare.run(ds, tmp_path / "again", seed=0)
+    prepare(ds, tmp_path / "again", seed=0)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "manifest.parquet"), manifest)
-    prepare.run(ds, tmp_path / "other", seed=1)
+    prepare(ds, tmp_path / "other", seed=1)
     other = pd.read_parquet(tmp_path / "other" / "manifest.parquet")
     assert (other["split"] != manifest["split"]).sum() > 100  # another seed, another split
     assert (other.groupby("label")["split"].value_counts().sort_index()
@@ -69,7 +68,7 @@ def test_bad_files_are_rejected_with_a_reason(digits_root, tmp_path):
     (root / "2" / "notes.png").write_text("this is not an image\n")
     (root / "0" / "readme.txt").write_text("hello")
     ds = Dataset(source="imagefolder", root=str(root))
-    res = prepare.run(ds, tmp_path / "out", seed=0)
+    res = prepare(ds, tmp_path / "out", seed=0)
 
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     rejected = pd.read_csv(tmp_path / "out" / "rejected.csv").set_index("path")
@@ -89,7 +88,7 @@ def test_manifest_source_with_relative_paths(digits_root, tmp_path):
             for p in sorted(root.rglob("*.png"))]
     csv = tmp_path / "list.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
-    res = prepare.run(Dataset(source="manifest", root=str(csv)), tmp_path / "out", seed=0)
+    res = prepare(Dataset(source="manifest", root=str(csv)), tmp_path / "out", seed=0)
 
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert res.n_images == 20 == len(manifest)
@@ -106,18 +105,18 @@ def test_manifest_source_keeps_given_splits(digits_root, tmp_path):
     frame = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files],
                           "split": splits})
     frame.to_csv(tmp_path / "list.csv", index=False)
-    prepare.run(Dataset(source="manifest", root=str(tmp_path / "list.csv")), tmp_path / "out", seed=0)
+    prepare(Dataset(source="manifest", root=str(tmp_path / "list.csv")), tmp_path / "out", seed=0)
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("path")
     assert manifest.loc[frame["path"], "split"].tolist() == splits
 
     frame.loc[0, "split"] = "holdout"
     frame.to_csv(tmp_path / "list.csv", index=False)
     with pytest.raises(PipelineError, match="holdout"):
-        prepare.run(Dataset(source="manifest", root=str(tmp_path / "list.csv")), tmp_path / "out2", seed=0)
+        prepare(Dataset(source="manifest", root=str(tmp_path / "list.csv")), tmp_path / "out2", seed=0)
 
 
 def test_no_decodable_images(tmp_path):
     (tmp_path / "ds" / "a").mkdir(parents=True)
     (tmp_path / "ds" / "a" / "x.png").write_bytes(b"")
     with pytest.raises(PipelineError, match="no decodable images"):
-        prepare.run(Dataset(source="imagefolder", root=str(tmp_path / "ds")), tmp_path / "out", seed=0)
+        prepare(Dataset(source="imagefolder", root=str(tmp_path / "ds")), tmp_path / "out", seed=0)

@@ -1,0 +1,169 @@
+"""The benchmark suite's smoke run: `python -m benchmarks --quick` of every benchmark writes well-formed JSON
+in which every measured variant really ran over its quick workload.
+
+The numbers themselves are not checked: quick workloads are far too small for them to mean anything, and the
+benchmarks themselves (`make bench`) are not timed tests. What is checked is what each side did: the images it
+extracted or reused, the heads it trained, the stages it ran, and that variants meant to compute the same rows
+did."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from benchmarks import (
+    BENCHMARKS,
+    NOT_BUILT,
+    extraction,
+    head_sweep,
+    head_vs_frozen,
+    incremental,
+    prepare_memory,
+    scaling,
+    task_reuse,
+)
+from benchmarks.__main__ import main
+from tests.conftest import REPO
+
+MACHINE_KEYS = {"cpu", "cores", "gpu", "torch", "torchvision"}
+# what every result JSON holds: __main__.run_one's columns, and the benchmark's own baseline / ours / speedup
+COLUMNS = {"name", "quick", "started_at", "target", "meets_target", "baseline", "ours", "speedup", "machine",
+           "machine_load", "workload", "notes"}
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_common(r: dict, name: str) -> None:
+    assert COLUMNS <= set(r), (name, COLUMNS - set(r))
+    assert r["name"] == name and r["quick"] is True
+    for side in ("baseline", "ours"):
+        assert _number(r[side]["seconds"]) and r[side]["seconds"] > 0, (name, side, r[side])
+        assert isinstance(r[side]["description"], str) and r[side]["description"], (name, side)
+    assert _number(r["speedup"]) and r["speedup"] > 0
+    assert MACHINE_KEYS <= set(r["machine"]), r["machine"]
+    assert isinstance(r["target"], dict) and r["target"] and isinstance(r["meets_target"], bool)
+    assert isinstance(r["workload"], str) and r["workload"] and all(isinstance(n, str) for n in r["notes"])
+
+
+def test_quick_run_of_every_benchmark_writes_result_json(tmp_path):
+    # A fresh process, as `make bench` runs: this one has hosted Dask clusters and Prefect servers by now, whose
+    # inherited state makes forked DataLoader workers exit with code 1 (seen only after tests/flows).
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--results", str(tmp_path / "results"),
+                           "--workdir", str(tmp_path / "work")], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "TQDM_DISABLE": "1", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    results = tmp_path / "results"
+    assert sorted(p.stem for p in results.glob("*.json")) == sorted(BENCHMARKS)
+    loaded = {name: json.loads((results / f"{name}.json").read_text()) for name in BENCHMARKS}
+    for name, r in loaded.items():
+        _check_common(r, name)
+
+    _check_extraction(loaded["extraction"])
+    _check_head_vs_frozen(loaded["head_vs_frozen"])
+    _check_task_reuse(loaded["task_reuse"])
+    _check_incremental(loaded["incremental"])
+    _check_scaling(loaded["scaling"])
+    _check_prepare_memory(loaded["prepare_memory"])
+    _check_head_sweep(loaded["head_sweep"])
+
+    summary = (results / "summary.md").read_text()
+    for name in (*BENCHMARKS, *NOT_BUILT):
+        assert name in summary
+
+
+def _check_extraction(ext: dict) -> None:
+    n = extraction.QUICK["n"]
+    for side in extraction.METHODS:
+        assert _number(ext[side]["seconds"]) and ext[side]["images_per_second"] > 0, (side, ext[side])
+    # every method ran on every round's part of the images, and together on all n of them
+    ran = {(run["round"], run["method"]) for run in ext["runs"]}
+    assert ran == {(r, m) for r in range(extraction.ROUNDS) for m in extraction.METHODS}
+    for m in extraction.METHODS:
+        assert sum(run["images"] for run in ext["runs"] if run["method"] == m) == n, m
+    assert ext["model_only"]["images"] >= n  # whole batches of random tensors
+    assert _number(ext["fraction_of_model_only"])
+    assert ext["ours"]["compute_dtype"] in ("float32", "bfloat16")
+    assert ext["ours"]["memory_format"] == "channels_last"
+    # ours and the naive loop computed features of the same images, image for image
+    assert 0.99 < ext["agreement"]["cosine_min"] <= ext["agreement"]["cosine_mean"] <= 1 + 1e-6
+
+
+def _check_head_vs_frozen(head: dict) -> None:
+    c = head_vs_frozen.QUICK
+    assert 0 <= head["baseline"]["accuracy"] <= 1 and 0 <= head["ours"]["accuracy"] <= 1
+    assert 0 <= head["ours"]["accuracy_without_standardize"] <= 1
+    assert head["baseline"]["forward_passes"] == c["n_train"] * c["epochs"]
+    assert head["extraction_seconds"] > 0 and head["extraction_images"] == c["n_train"] + c["n_test"]
+    assert len(head["ours"]["repeats_seconds"]) == 1 and head["ours_single_thread"]["seconds"] > 0
+
+
+def _check_task_reuse(reuse: dict) -> None:
+    task = reuse["ours"]["task"]
+    assert task == next(iter(task_reuse.NEW_TASKS))  # quick adds one new task
+    assert reuse["images"] == reuse["baseline"]["images_extracted"] == task_reuse.QUICK["n"]
+    assert not [s for s in reuse["ours"]["stages_run"] if s.startswith(task_reuse.UPSTREAM)]
+    assert any(s.startswith("features@") for s in reuse["baseline"]["stages_run"])
+    assert "train_head@digits" in reuse["baseline"]["stages_run"]
+    assert f"train_head@{task}" in reuse["ours"]["stages_run"]
+    assert set(reuse["val_accuracy"]) == {"digits", task}
+    assert all(0 <= a <= 1 for a in reuse["val_accuracy"].values())
+    for side in ("baseline", "ours"):
+        assert list(reuse[side]["stage_seconds"]) == reuse[side]["stages_run"]
+        assert sum(reuse[side]["stage_seconds"].values()) <= reuse[side]["seconds"] + 0.1
+        assert _number(reuse[side]["train_head_internals"]["heads_train_seconds"])
+
+
+def _check_incremental(inc: dict) -> None:
+    n = incremental.QUICK["n"]
+    new = max(1, n // 100)
+    assert inc["baseline"]["images_extracted"] == n + new  # the fresh store extracted everything
+    assert (inc["ours"]["images_extracted"], inc["ours"]["images_reused"]) == (new, n)
+    assert inc["setup_seconds"] > 0
+    assert inc["bit_identical"] is True  # both variants produced the same rows
+
+
+def _check_scaling(scaling_r: dict) -> None:
+    points = scaling_r["points"]
+    assert [p["n"] for p in points] == scaling.QUICK["ns"]
+    for p in points:
+        assert p["extracted"] == p["n"] and p["seconds"] > 0 and p["peak_rss_mb"] > 0, p
+    assert _number(scaling_r["time_per_image_ratio"]) and _number(scaling_r["peak_rss_ratio"])
+
+
+def _check_prepare_memory(r: dict) -> None:
+    n = prepare_memory.QUICK["n"]
+    assert r["ours"]["images"] == r["baseline"]["images"] == n
+    assert r["ours_at_tenth"]["images"] == r["ours_at_tenth"]["n"] == n // 10
+    assert r["baseline"]["decoded_mb"] > 0  # the baseline really held the decoded images
+    for side in (r["ours"], r["baseline"], r["ours_at_tenth"]):
+        assert side["peak_rss_mb"] > 0 and side["peak_rss_mb"] >= side.get("rss_before_run_mb", 0)
+
+
+def _check_head_sweep(r: dict) -> None:
+    grid = len(head_sweep.GRID["lr"]) * len(head_sweep.GRID["weight_decay"])
+    assert r["ours"]["heads"] == grid >= 12
+    for side in ("baseline", "ours", "one_head"):
+        assert _number(r[side]["seconds"]) and r[side]["seconds"] > 0 and _number(r[side]["cpu_seconds"])
+        assert len(r[side]["repeats_seconds"]) == 1 and all(s > 0 for s in r[side]["repeats_seconds"])
+    assert _number(r["sweep_to_one_head_ratio"]) and r["sweep_to_one_head_ratio"] > 0
+    # the heads trained together are the heads trained one after another
+    assert r["same_predictions"] is True and r["max_logit_difference"] < 1e-3
+    assert r["mlp_diagnostic"]["heads"] == head_sweep.QUICK["mlp_heads"]
+    assert r["mlp_diagnostic"]["same_predictions"] is True
+
+
+def test_quick_head_sweep_alone(tmp_path, monkeypatch):
+    """The head sweep's own smoke run (seconds, unlike the whole suite's)."""
+    for var in ("TQDM_DISABLE", "DVC_NO_ANALYTICS", "DO_NOT_TRACK"):
+        monkeypatch.setenv(var, "1")
+    assert main(["head_sweep", "--quick", "--results", str(tmp_path), "--workdir", str(tmp_path / "work")]) == 0
+    r = json.loads((tmp_path / "head_sweep.json").read_text())
+    _check_common(r, "head_sweep")
+    assert set(r["target"]) == {"speedup_min", "sweep_to_one_head_ratio_max"}
+    _check_head_sweep(r)
+    assert "head_sweep" in (tmp_path / "summary.md").read_text()

@@ -1,0 +1,33 @@
+"""Atomic writes: a reader never sees half a file, a failed write leaves nothing, and files honour the umask."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from transferlab.io.atomic import atomic_path, write_json, write_text
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_honour_the_umask(tmp_path, umask, mode):
+    """A store shared by several users or worker uids must be readable by them (mkstemp alone gives 0600)."""
+    before = os.umask(umask)
+    try:
+        write_text(tmp_path / "a.txt", "x\n")
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"\0")
+    finally:
+        os.umask(before)
+    for name in ("a.txt", "b.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
+    dest = tmp_path / "m.json"
+    write_json(dest, {"v": 1})
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert dest.read_text() == '{\n  "v": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
