@@ -3,7 +3,7 @@
 `python -m benchmarks [names...] [--quick]` (or `make bench`) runs them and writes one JSON per benchmark to
 benchmarks/results/<name>.json (`baseline` and `ours`, each with `seconds` and a description, `speedup` =
 baseline seconds / ours seconds, `machine`), then prints a summary table (also benchmarks/results/summary.md).
-Not timed tests: CI does not run them; tests/test_benchmarks.py only smoke-runs `--quick`.
+Not timed tests: CI does not run them; tests/benchmarks/test_benchmarks.py only smoke-runs `--quick`.
 
 Each benchmark is a module with `TARGET` (the claim it checks) and `run(work: Path, quick: bool) -> dict`.
 """
