@@ -87,3 +87,15 @@ def pixels_project(root: Path, **kwargs) -> tuple[Layout, P.Params]:
     train_task_head("pixels", task, params.head, params.seed, root, layout.head("pixels"))
     train_on_images("finetune", "pixels", task, params.finetune, params.seed, layout, params.device)
     return layout, params
+
+
+@pytest.fixture(scope="module")
+def raw_digits() -> tuple[np.ndarray, pd.DataFrame]:
+    """(1797 x 64 raw pixels as features, index with image_id, label, split): 20% val, 20% test, seeded."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    split = np.random.default_rng(0).choice(["train", "val", "test"], len(data.target), p=[0.6, 0.2, 0.2])
+    index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(data.target))],
+                          "label": data.target.astype(str), "split": split})
+    return data.data.astype(np.float16), index

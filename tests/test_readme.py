@@ -44,7 +44,7 @@ def _bench(name: str) -> dict:
 
 
 def test_the_benchmark_table_is_the_committed_json():
-    rows = table_after("| benchmark | baseline s | ours s | speedup |", README[README.index("## Benchmarks"):])
+    rows = table_after("## Benchmarks")
     assert len(rows) == len(list((REPO / "benchmarks" / "results").glob("*.json")))
     for cells in rows:
         name = re.fullmatch(r"`(\w+)`", cells[0]).group(1)

@@ -13,10 +13,10 @@ from pathlib import Path
 from prefect.client.orchestration import SyncPrefectClient
 
 from flows.pools import pool_of, rounds
-from stages import params as P
 from tests.conftest import REPO, SMALL_PARAMS, make_project, sh
 from tests.flows.conftest import flow_runs
 from tests.flows.test_deploy import server, start, stop  # noqa: F401  (server: the `prefect server start` fixture)
+from transferlab.config import params as P
 
 BIN = Path(sys.executable).parent
 PARAMS = {**copy.deepcopy(SMALL_PARAMS), "pretrain": {},

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, SMALL_PARAMS, make_project, sh
+from tests.conftest import SMALL_PARAMS, make_project, sh
 from transferlab.config.errors import PipelineError
 from transferlab.config.params import Head, parse
 from transferlab.config.paths import Layout

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import ENV, SMALL_PARAMS, make_project
 from transferlab.features import sets
 from transferlab.features.store import STORE_ENV
-from tests.conftest import ENV, SMALL_PARAMS, make_project
 
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 # A random-init backbone (no pretraining) keeps the graph short: export, prepare, backbone, features, one task.

@@ -20,9 +20,9 @@ from transferlab.config.sections import (  # noqa: F401  (re-exported: P.Task, P
     Head,
     Preprocessing,
     Pretrain,
+    Strict,
     Sweep,
     Task,
-    Strict,
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

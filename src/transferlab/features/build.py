@@ -70,7 +70,7 @@ def _run(name: str, fs: FeatureSet, manifest: pd.DataFrame, backbone_dir: Path, 
          store_dir: Path | str | None, chunk_rows: int) -> FeaturesResult:
     start = time.perf_counter()
     info = read_info(backbone_dir)
-    key = feature_key(info, executor.device, fs.batch_size, executor.compute_dtype)
+    key = feature_key(info, executor.device, fs.batch_size, executor.compute_dtype, executor.numerics)
     ids = store.image_ids(manifest["sha256"])
     root = Path(store_dir) if store_dir is not None else store.store_root(fs.store)
     with store.ChunkStore(root, key, info.feature_dim) as cache:

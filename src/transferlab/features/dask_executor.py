@@ -12,6 +12,7 @@ this project importable (`pip install -e .` in a checkout).
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import uuid
@@ -59,9 +60,11 @@ def connect(fs: FeatureSet, name: str) -> Iterator[Client]:
         yield client
 
 
-def _worker_device(spec: str | None, precision: str) -> tuple[str, str]:
+def _worker_device(spec: str | None, precision: str) -> tuple[str, str, str]:
+    """Runs on each worker: its device, compute dtype and numerics (as JSON), which the feature key records."""
     device = devices.resolve(spec or "auto")
-    return str(device), compute_dtype_name(device, precision)
+    dtype = compute_dtype_name(device, precision)
+    return str(device), dtype, json.dumps(devices.numerics(device, dtype), sort_keys=True)
 
 
 class Executor:
@@ -74,7 +77,8 @@ class Executor:
         if len(kinds) != 1:
             raise PipelineError(f"the Dask workers disagree on the device for {device!r}: {found}; set `device` "
                                 "in params.yaml to one they all have, or give every worker the same hardware")
-        (device_name, self.compute_dtype), = kinds
+        (device_name, self.compute_dtype, numerics), = kinds
+        self.numerics = json.loads(numerics)
         self.client, self.device = client, torch.device(device_name)
         self.scheduler = client.scheduler.address
 

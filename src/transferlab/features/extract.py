@@ -19,6 +19,7 @@ from transferlab.config.sections import FeatureSet
 from transferlab.data.transforms import ImageFiles, transform
 from transferlab.features import store
 from transferlab.features.key import compute_dtype_name
+from transferlab.models import devices
 from transferlab.models.backbones import BackboneInfo, load_trunk
 
 CHUNK_ROWS = 1024  # rows per store chunk: a killed extraction loses at most this much work...
@@ -110,6 +111,7 @@ class LocalExecutor:
 
     def __init__(self, device: torch.device, precision: str = "auto"):
         self.device, self.compute_dtype = device, compute_dtype_name(device, precision)
+        self.numerics = devices.numerics(device, self.compute_dtype)
 
     def extract(self, job: ExtractJob) -> list[store.Chunk]:
         trunk, _ = load_trunk(job.backbone_dir)

@@ -27,8 +27,9 @@ class Fitted:
 
 def fit_best(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int, cfg: Head,
              seed: int) -> Fitted:
-    """Fit cfg's head, or each head of cfg.sweep, and keep the best on val: the highest val accuracy, ties to the first in grid order (kind, then lr, then weight decay, as written). Without val rows
-    nothing can be chosen: a ValueError (the stages say which task, before fitting)."""
+    """Fit cfg's head, or each head of cfg.sweep, and keep the best on val: the highest val accuracy, ties to
+    the first in grid order (kind, then lr, then weight decay, as written). Without val rows nothing can be
+    chosen: a ValueError (the stages say which task, before fitting)."""
     if not len(y_val):
         raise ValueError("no val rows to choose a head on")
     if cfg.optimizer == "lbfgs":  # one full-batch L-BFGS per C, one after another on the warm-started path

@@ -31,23 +31,11 @@ from transferlab.training.task_run import train_on_images
 HEAD = Head(optimizer="adamw", epochs=30, batch_size=64, lr=0.05)
 
 
-@pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, pd.DataFrame]:
-    """(1797 x 64 raw pixels, index with image_id, label, split): 20% val, 20% test, seeded."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    split = np.random.default_rng(0).choice(["train", "val", "test"], len(data.target), p=[0.6, 0.2, 0.2])
-    index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(data.target))],
-                          "label": data.target.astype(str), "split": split})
-    return data.data.astype(np.float16), index
-
-
 # --- shot seeds -----------------------------------------------------------------------------------------
 
 
-def test_shot_seeds_draw_different_shots_and_give_mean_and_finite_std(digits):
-    feats, index = digits
+def test_shot_seeds_draw_different_shots_and_give_mean_and_finite_std(raw_digits):
+    feats, index = raw_digits
     task = Task(features="f", classes=[1, 3, 5, 7, 8], shots=2, shot_seeds=[0, 1, 2])
     draws = [frozenset(select(index, task, s).split("train")["image_id"]) for s in task.shot_seeds]
     assert len(set(draws)) == 3
@@ -71,8 +59,8 @@ def test_shot_seeds_draw_different_shots_and_give_mean_and_finite_std(digits):
 # --- the data-efficiency curve --------------------------------------------------------------------------
 
 
-def test_efficiency_curve_shape_and_trend(digits):
-    feats, index = digits
+def test_efficiency_curve_shape_and_trend(raw_digits):
+    feats, index = raw_digits
     task = Task(features="f", classes=[0, 2, 4, 6, 9])
     curve = fewshot.efficiency(feats, index, task, "t", [20, 1, 5], [0, 1], HEAD)
     assert list(curve.columns) == fewshot.CURVE_COLUMNS
@@ -88,8 +76,8 @@ def test_efficiency_curve_shape_and_trend(digits):
     pd.testing.assert_frame_equal(curve, reused)
 
 
-def test_efficiency_shots_beyond_a_class_name_the_class_and_count(digits):
-    feats, index = digits
+def test_efficiency_shots_beyond_a_class_name_the_class_and_count(raw_digits):
+    feats, index = raw_digits
     task = Task(features="f", classes=[3, 4])
     n = {c: int(((index["label"] == c) & (index["split"] == "train")).sum()) for c in ("3", "4")}
     short = min(n, key=n.get)
@@ -109,10 +97,10 @@ def test_own_points_use_the_seed_mean_where_there_is_one():
         {"shots": 10, "method": "lpft", "test_accuracy": 0.9, "std": 0.0, "n_seeds": 1, "n_train": 50}]
 
 
-def test_plot_template_renders_one_line_per_method(tmp_path, digits):
+def test_plot_template_renders_one_line_per_method(tmp_path, raw_digits):
     from dvc_render.vega import VegaRenderer
 
-    feats, index = digits
+    feats, index = raw_digits
     curve = fewshot.efficiency(feats, index, Task(features="f", classes=[0, 1]), "t", [1, 3], [0, 1], HEAD)
     rows = [{k: str(v) for k, v in r.items()} | {"rev": "workspace"} for r in curve.to_dict("records")]
     # the template dvc.yaml names (template: lines_by_method), which DVC finds in .dvc/plots

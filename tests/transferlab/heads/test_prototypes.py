@@ -3,24 +3,11 @@ never a class without shots, and one shot per class enough on real digits (their
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from transferlab.config.params import Task
 from transferlab.data.tasks import select
 from transferlab.heads.prototypes import fit_prototypes, predict_prototypes
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, pd.DataFrame]:
-    """(1797 x 64 raw pixels, index with image_id, label, split): 20% val, 20% test, seeded."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    split = np.random.default_rng(0).choice(["train", "val", "test"], len(data.target), p=[0.6, 0.2, 0.2])
-    index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(data.target))],
-                          "label": data.target.astype(str), "split": split})
-    return data.data.astype(np.float16), index
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,8 +47,8 @@ def test_prototype_ignores_scale_and_never_predicts_a_class_without_shots():
     assert (predict_prototypes(scaled, 10 * q).argmax(1) == pred).all()
 
 
-def test_prototype_from_one_shot_per_class_works_on_real_digits(digits):
-    feats, index = digits
+def test_prototype_from_one_shot_per_class_works_on_real_digits(raw_digits):
+    feats, index = raw_digits
     sel = select(index, Task(features="f", shots=1), 0)
     train, test = sel.split("train"), sel.split("test")
     assert len(train) == 10

@@ -111,5 +111,6 @@ def test_a_task_without_val_rows_fails_naming_it_and_writes_nothing(tmp_path):
 
     layout, params = pixels_features(tmp_path, split_p=(0.8, 0.0, 0.2))
     with pytest.raises(PipelineError, match=r"^tasks.pixels: no val images among its classes"):
-        task_heads.train_task_head("pixels", params.tasks["pixels"], params.head, 0, tmp_path, layout.head("pixels"))
+        task_heads.train_task_head("pixels", params.tasks["pixels"], params.head, 0, tmp_path,
+                                   layout.head("pixels"))
     assert not layout.head("pixels").exists()
