@@ -28,3 +28,14 @@ def test_other_preprocessing_other_key(infos):
     assert key24["backbone_fingerprint"] == key32["backbone_fingerprint"]
     assert key24["preprocessing"]["crop_size"] == 24
     assert key_hash(key24) != key_hash(key32)
+
+
+def test_the_hardware_that_changes_the_numbers_is_in_the_key(infos):
+    """Rows computed on another CPU ISA or bf16 path (or another GPU, CUDA, cuDNN) must never share a key."""
+    from transferlab.models.devices import numerics
+
+    here = feature_key(infos[32], CPU, 16, "float32")
+    isa = torch.backends.cpu.get_cpu_capability()
+    assert here["numerics"] == numerics(CPU, "float32") == {"cpu_capability": isa}
+    elsewhere = feature_key(infos[32], CPU, 16, "float32", numerics={"cpu_capability": "AVX512"})
+    assert key_hash(here) != key_hash(elsewhere)
