@@ -9,7 +9,12 @@ import flows  # noqa: F401  (sets DO_NOT_TRACK and the analytics switches before
 
 # isort: split
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 from prefect.settings import PREFECT_API_URL
@@ -34,31 +39,23 @@ def reproduced(prefect_api, tmp_path_factory):
     return repo, pipeline(repo=str(repo), return_state=True)
 
 
-# prefect 3.8.8's client sends null for every argument left out, and its server, under the pinned fastapi (0.154),
-# rejects an explicit null (422) where a parameter is not Optional, instead of using the default. So the reads
-# below spell out sort, limit and offset.
-PAGE = {"limit": 200, "offset": 0}
-
-
 def flow_runs(api: str) -> list[FlowRun]:
     """Every flow run on the server at api, newest first."""
     with SyncPrefectClient(api) as client:
-        return client.read_flow_runs(sort=FlowRunSort.ID_DESC, **PAGE)
+        return client.read_flow_runs(sort=FlowRunSort.ID_DESC)
 
 
 def task_runs(api: str, flow_run_id) -> dict[str, str]:
     """The task runs of one flow run: name -> the name of its final state."""
     with SyncPrefectClient(api) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                                     sort=TaskRunSort.ID_DESC, **PAGE)
+                                     sort=TaskRunSort.ID_DESC)
     return {run.name: run.state.name for run in runs}
 
 
 def artifacts(api: str, flow_run_id) -> dict[str, object]:
     """The artifacts a flow run published: key -> data (tables parsed)."""
-    # Through the REST route itself: `read_artifacts` cannot leave out the task-run filter (null: 422), and an
-    # empty one keeps only artifacts made inside a task.
     with SyncPrefectClient(api) as client:
-        response = client.request("POST", "/artifacts/filter",
-                                  json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, **PAGE})
-    return {a["key"]: json.loads(a["data"]) if a["type"] == "table" else a["data"] for a in response.json()}
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {a.key: json.loads(a.data) if a.type == "table" else a.data for a in found}
