@@ -9,8 +9,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from tabulate import tabulate
 
-from flows import dvc_cli
+from flows import artifacts, dvc_cli
 
 
 @flow(name="transferlab-compare")
@@ -34,6 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo", default=".", help="the DVC repository (default: the current directory)")
     args = parser.parse_args(argv)
     state = compare(args.rev_a, args.rev_b, repo=args.repo, return_state=True)
+    if state.is_completed():
+        for kind, rows in state.result().items():  # the tables here too: the temporary server keeps nothing
+            print(f"## dvc {kind} diff {args.rev_a} {args.rev_b or '(workspace)'}\n")
+            print(tabulate(rows, headers="keys", tablefmt="github") if rows else f"no {kind} differ", end="\n\n")
+    print(artifacts.where())
     raise SystemExit(0 if state.is_completed() else 1)
 
 

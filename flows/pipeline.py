@@ -17,7 +17,7 @@ from prefect.futures import PrefectFuture, wait
 from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
-from flows import dvc_cli
+from flows import artifacts, dvc_cli
 from transferlab.config.paths import Layout
 
 
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(pools.run_cli(args))
     flow_ = pipeline.with_options(task_runner=dask_runner(args.dask)) if args.dask else pipeline
     state = flow_(targets=args.targets, repo=args.repo, return_state=True)
+    print(f"report: {Layout(Path(args.repo)).report_md}; {artifacts.where()}")
     raise SystemExit(0 if state.is_completed() else 1)
 
 

@@ -31,3 +31,30 @@ def test_compare_publishes_the_changed_param_and_metrics(reproduced, prefect_api
     assert accuracy["old"] is None and 0 < accuracy["new"] <= 1  # the first commit had no metrics yet
     assert state.result() == {"params": published["transferlab-params-diff"],
                               "metrics": published["transferlab-metrics-diff"]}
+
+
+def test_compare_prints_its_tables_and_says_where_the_artifacts_went(reproduced, prefect_api, tmp_path, capsys):
+    import pytest
+
+    from flows.compare import main
+
+    repo = shutil.copytree(reproduced[0], tmp_path / "repo", symlinks=True)
+    init = sh("git", "rev-parse", "HEAD", cwd=repo).stdout.strip()
+    with pytest.raises(SystemExit) as done:
+        main([init, "--repo", str(repo)])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert f"## dvc metrics diff {init} (workspace)" in out and "| results/fewshot/metrics.json" in out, out
+    assert out.rstrip().splitlines()[-1] == f"artifacts: on the Prefect server at {prefect_api} " \
+                                            f"(UI: {prefect_api.removesuffix('/api')}/artifacts)"
+
+
+def test_without_a_server_the_flows_say_their_artifacts_are_temporary():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.artifacts import where
+
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        line = where()
+    assert line.startswith("artifacts: on a temporary Prefect server, gone when this command exits") and \
+        "PREFECT_API_URL" in line

@@ -18,13 +18,18 @@ class Strict(BaseModel):
 
 
 class Dataset(Strict):
-    source: Literal["sklearn_digits", "imagefolder", "manifest", "torchvision"]
+    source: Literal["sklearn_digits", "imagefolder", "manifest", "torchvision", "huggingface"]
     root: str = Field(description="imagefolder: root/<class>/<file>; manifest: the CSV/parquet file, or a folder "
                       "holding manifest.csv or manifest.parquet (then DVC also tracks the images in it); "
-                      "torchvision: the dataset's local root")
-    name: str | None = Field(None, description="torchvision dataset class, for source: torchvision")
+                      "torchvision: the dataset's local root; huggingface: a save_to_disk folder, a .parquet file "
+                      "or folder of them, or (with name) the cache folder holding the Hub dataset")
+    name: str | None = Field(None, description="torchvision: the dataset class (e.g. CIFAR10); huggingface: a "
+                             "Hub dataset id (owner/dataset), read offline from the cache folder root")
     download: bool = Field(False, description="source torchvision: let torchvision download into root")
-    label_column: str = Field("label", description="source manifest: the column holding the labels")
+    label_column: str = Field("label", min_length=1, description="sources manifest and huggingface: the column "
+                              "holding the labels")
+    image_column: str = Field("image", min_length=1, description="source huggingface: the column holding the "
+                              "images")
     val_fraction: float = Field(0.15, lt=1.0, description="share of each class drawn into val (where the source "
                                 "fixes no split): heads, the reference and early stopping choose on it")
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
@@ -44,10 +49,22 @@ class Dataset(Strict):
                              "(the export_digits stage writes it there)")
         if self.source == "torchvision" and not self.name:
             raise ValueError("source torchvision needs `name`, a torchvision dataset class such as CIFAR10")
-        if self.source != "torchvision" and (self.name is not None or self.download):
-            raise ValueError("`name` and `download` are for source torchvision only")
-        if self.source != "manifest" and self.label_column != "label":
-            raise ValueError("`label_column` is for source manifest only")
+        if self.source not in ("torchvision", "huggingface") and self.name is not None:
+            raise ValueError("`name` is for sources torchvision and huggingface only")
+        if self.download and self.source != "torchvision":
+            raise ValueError("`download` is for source torchvision only" + (
+                " (huggingface reads its cache offline: fill the cache folder where there is internet)"
+                if self.source == "huggingface" else ""))
+        if self.source == "huggingface" and self.name is not None and (
+                self.name.count("/") > 1 or not self.name.strip("/ ") or self.name.startswith((".", "/", "~"))):
+            raise ValueError(f"`name` {self.name!r} is not a Hub dataset id such as owner/dataset; a local "
+                             "save_to_disk or parquet dataset goes in root, without name")
+        if self.source not in ("manifest", "huggingface") and self.label_column != "label":
+            raise ValueError("`label_column` is for source huggingface or manifest only")
+        if self.source != "huggingface" and self.image_column != "image":
+            raise ValueError("`image_column` is for source huggingface only")
+        if self.image_column == self.label_column:
+            raise ValueError(f"`image_column` and `label_column` are both {self.label_column!r}; name two columns")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave some images for training (< 1)")
         return self

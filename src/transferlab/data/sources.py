@@ -244,10 +244,14 @@ def _torchvision(ds: Dataset, images_dir: Path) -> Listing:
 
 def collect_files(ds: Dataset, images_dir: Path) -> Listing:
     """Every candidate file of a dataset entry. File sources are listed where they lie; a torchvision dataset
-    (held in memory) is first written out as PNG files under images_dir."""
+    (held in memory) is first written out as PNG files under images_dir, a huggingface one as its images' files."""
     root = Path(ds.root)
     if ds.source in ("sklearn_digits", "imagefolder"):
         return _imagefolder(root)
     if ds.source == "manifest":
         return _manifest(root, ds.label_column)
+    if ds.source == "huggingface":
+        from transferlab.data import huggingface  # `datasets` is imported only where a dataset uses it
+
+        return _listing(*huggingface.collect(ds, images_dir))
     return _torchvision(ds, images_dir)
