@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> None:
         params = P.load(layout.params)
         entry = params.entry("pretrain", name)
         manifest = pd.read_parquet(layout.manifest(entry.dataset))
-        info = pretrain(name, entry, manifest, layout.backbone(name), params.seed, resolve(params.device))
+        info = pretrain(name, entry, manifest, layout.backbone(name), params.seed, resolve(params.device),
+                        layout.curves("pretrain", name))
         print(f"pretrain@{name}: source val accuracy {info.source['source_val_accuracy']:.3f}")
 
 

@@ -54,7 +54,8 @@ def expected() -> dict[str, dict]:
         want[f"backbone@{name}"] = {"outs": {rel(L.backbone(name))}, "deps": set(),
                                     "params": {f"backbones.{name}", "seed"}}
     for name, pre in P.pretrain.items():
-        want[f"pretrain@{name}"] = {"outs": {rel(L.backbone(name))}, "deps": {rel(L.prepared(pre.dataset))},
+        want[f"pretrain@{name}"] = {"outs": {rel(L.backbone(name)), rel(L.curves("pretrain", name))},
+                                    "deps": {rel(L.prepared(pre.dataset))},
                                     "params": {f"pretrain.{name}", "seed"}}
     for name, fs in P.features.items():
         assert fs.backbone in models
@@ -66,9 +67,14 @@ def expected() -> dict[str, dict]:
         feats = rel(L.features(task.features))
         want[f"train_head@{name}"] = {"outs": {rel(L.head(name))}, "deps": {feats},
                                       "params": {f"tasks.{name}", "head", "seed"}}
-        want[f"finetune@{name}"] = {"outs": {rel(L.finetune(name))}, "deps": {feats, rel(L.head(name))},
+        want[f"finetune@{name}"] = {"outs": {rel(L.finetune(name)), rel(L.curves("finetune", name)),
+                                             rel(L.run_record(name, "finetune"))},
+                                    "metrics": {rel(L.run_record(name, "finetune"))},
+                                    "deps": {feats, rel(L.head(name))},
                                     "params": {f"tasks.{name}", "finetune", "seed"}}
-        want[f"scratch@{name}"] = {"outs": {rel(L.scratch(name))}, "deps": {feats},
+        want[f"scratch@{name}"] = {"outs": {rel(L.scratch(name)), rel(L.curves("scratch", name)),
+                                            rel(L.run_record(name, "scratch"))},
+                                   "metrics": {rel(L.run_record(name, "scratch"))}, "deps": {feats},
                                    "params": {f"tasks.{name}", "finetune", "seed"}}
         results = L.results(name)
         want[f"evaluate@{name}"] = {

@@ -158,6 +158,37 @@ def test_fewshot_seeds_and_the_efficiency_plot(built):
     assert {v["method"] for v in values} == {"head", "reference", "prototype"}
 
 
+def test_training_curves_are_dvc_plots(built):
+    """pretrain@ and finetune@ record per-epoch curves (DVCLive) that `dvc plots show` draws; a skipped
+    fine-tune leaves empty ones, so the foreach group stays uniform."""
+    shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=built.repo).stdout)["data"]
+    for curves, epochs in ((Layout(built.repo).curves("finetune", "fewshot"), PARAMS["finetune"]["epochs"]),
+                           (Layout(built.repo).curves("pretrain", "src"), PARAMS["pretrain"]["src"]["epochs"])):
+        for name in ("train_loss", "val_accuracy", "lr"):
+            path = (curves / "plots" / "metrics" / f"{name}.tsv").relative_to(built.repo).as_posix()
+            content = shown[path][0]["content"]
+            assert [int(v["step"]) for v in content["data"]["values"]] == list(range(epochs)), path
+            assert content["encoding"]["x"]["field"] == "step", path
+    skipped = Layout(built.repo).curves("finetune", "parity") / "plots" / "metrics" / "train_loss.tsv"
+    assert skipped.read_text() == "step\ttrain_loss\n"
+
+
+def test_forced_fine_tune_reruns_write_the_same_bytes(built, tmp_path):
+    repo = workspace(built.repo, tmp_path / "repo")
+    layout = Layout(repo)
+
+    def outputs() -> dict[str, bytes]:
+        return {p.relative_to(repo).as_posix(): p.read_bytes()
+                for folder in (layout.finetune("fewshot"), layout.curves("finetune", "fewshot"))
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    before = outputs()
+    for _ in range(2):
+        sh("dvc", "repro", "--force", "--single-item", "finetune@fewshot", cwd=repo)
+        assert outputs() == before
+    assert any(k.endswith("train_loss.tsv") for k in before)
+
+
 def test_second_repro_runs_no_stage(built):
     proc = sh("dvc", "repro", cwd=built.repo)
     out = proc.stdout + proc.stderr

@@ -61,9 +61,20 @@ class Layout:
     def scratch(self, task: str) -> Path:
         return self.task(task) / "scratch"
 
+    def run_record(self, task: str, method: str) -> Path:
+        """What finetune@ / scratch@ last did (seconds, resumed_from_epoch): a DVC metric beside the method's
+        folder, so the folder holds only what the training determines (a forced re-run writes the same bytes)."""
+        return self.task(task) / f"{method}.run.json"
+
     # Outside DVC's outputs (DVC deletes those before a stage re-runs) so an interrupted run can resume.
     def checkpoints(self, task: str, method: str) -> Path:
         return self.root / ".cache" / "checkpoints" / task / method
+
+    # Beside the report: DVC plots of pretrain@, finetune@ and scratch@ (a stage's plots cannot sit inside its
+    # cached output folder).
+    def curves(self, kind: str, name: str) -> Path:
+        """Per-epoch training curves of pretrain@<name>, finetune@<name> or scratch@<name> (kind)."""
+        return self.root / "reports" / "curves" / kind / name
 
     def results(self, task: str) -> Path:
         return self.root / "results" / task

@@ -3,16 +3,18 @@ path, its images written out as files for prepare's decoder to judge.
 
 `root` is a save_to_disk folder (a Dataset or a DatasetDict), a .parquet file or a folder of them (a file keeps
 the split its folder or its name gives: train/..., test-00000-of-00001.parquet), or, with `name`, the cache
-folder holding the Hub dataset `name` (read offline whatever HF_HUB_OFFLINE / HF_DATASETS_OFFLINE say: prepare
-never downloads). Splits: validation -> val, test -> test; train is left for prepare to divide (val, and test
-where the dataset has none). Images are read undecoded (Image(decode=False)), so a broken one never stops the
-read: its bytes become images/<split>/<index>.<ext> and prepare refuses that file by name; rows with no image
-or no label are refused here, as <split>/<index>.
+folder holding the Hub dataset `name`. Every read is offline, whatever HF_HUB_OFFLINE / HF_DATASETS_OFFLINE
+say: prepare never downloads, nor pings the Hub. Splits: validation -> val, test -> test; train is left for
+prepare to divide (val, and test where the dataset has none). Images are read undecoded (Image(decode=False)),
+so a broken one never stops the read: its bytes become images/<split>/<index>.<ext> and prepare refuses that
+file by name; rows with no image or no label are refused here, as <split>/<index>.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,19 +27,21 @@ from transferlab.config.sections import Dataset
 
 # The split names `datasets` itself reads from file names, by the split prepare gives them (train: None, so
 # prepare draws what the dataset lacks from it).
-SPLIT_NAMES = {None: ("train", "training"), "val": ("validation", "valid", "val", "dev"),
+_SPLIT_NAMES = {None: ("train", "training"), "val": ("validation", "valid", "val", "dev"),
                "test": ("test", "testing", "eval", "evaluation")}
-_SPLIT_OF = {name: split for split, names in SPLIT_NAMES.items() for name in names}
+_SPLIT_OF = {name: split for split, names in _SPLIT_NAMES.items() for name in names}
 _ACCEPTED = "train (or training), validation (valid, val, dev), test (testing, eval, evaluation)"
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
           (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
+_IMAGE_DTYPES = ("binary", "large_binary", "string", "large_string")
 _LABEL_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool", "string",
                  "large_string")
 
 
 @contextmanager
 def _offline() -> Iterator[None]:
-    """`datasets` and the Hub client in offline mode: a dataset not in the cache fails instead of downloading."""
+    """`datasets` and the Hub client offline: a dataset not in the cache fails instead of downloading, and no
+    read pings the network (online, `datasets` counts each load of its parquet builder with a request)."""
     import datasets.config
     import huggingface_hub.constants as hub
 
@@ -64,8 +68,7 @@ def _from_cache(name: str, root: Path) -> dict:
     if not root.is_dir():
         raise PipelineError(f"Hugging Face cache folder {root} not found; {hint}")
     try:
-        with _offline():
-            return dict(datasets.load_dataset(name, cache_dir=str(root)))
+        return dict(datasets.load_dataset(name, cache_dir=str(root)))
     except (ConnectionError, FileNotFoundError, ValueError) as err:
         why = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise PipelineError(f"Hub dataset {name!r} is not in the cache folder {root} ({why}); {hint}") from None
@@ -87,8 +90,9 @@ def _parquet_files(root: Path) -> dict[str, list[str]]:
     files = sorted(p for p in root.rglob("*.parquet")
                    if not any(s.startswith(".") for s in p.relative_to(root).parts))
     if not files:
-        raise PipelineError(f"dataset {root} is neither a save_to_disk folder (dataset_dict.json or state.json) "
-                            "nor holds .parquet files; for a Hugging Face cache folder set name: <owner>/<dataset>")
+        raise PipelineError(f"dataset {root} is neither a save_to_disk folder (dataset_dict.json or "
+                            "state.json) nor holds .parquet files; for a Hugging Face cache folder set name: "
+                            "<owner>/<dataset>")
     split = {f: _parquet_split(f, root) for f in files}
     unnamed = [f.relative_to(root).as_posix() for f, s in split.items() if s is None]
     if unnamed and len(unnamed) < len(files):
@@ -100,8 +104,9 @@ def _parquet_files(root: Path) -> dict[str, list[str]]:
     return by_split
 
 
-def _open(ds: Dataset) -> tuple[dict, bool]:
-    """(the dataset's parts by split name, whether those names are its splits) as `datasets` reads them."""
+def _open(ds: Dataset, scratch: str) -> tuple[dict, bool]:
+    """(the dataset's parts by split name, whether those names are its splits) as `datasets` reads them;
+    scratch: a folder for what `datasets` writes beside a streamed read (its locks)."""
     import datasets
 
     root = Path(ds.root)
@@ -117,18 +122,19 @@ def _open(ds: Dataset) -> tuple[dict, bool]:
             raise PipelineError(f"dataset {root}: datasets.load_from_disk cannot read it ({err})") from None
         if isinstance(loaded, datasets.DatasetDict):
             return dict(loaded), True
-        return {str(loaded.split or "train"): loaded}, False  # one Dataset: prepare splits it
+        part = re.sub(r"[^\w.-]", "_", str(loaded.split or "train"))  # e.g. train[:10%]
+        return {part: loaded}, False  # one Dataset, whatever its split: prepare splits it
     if root.is_file() and root.suffix != ".parquet":
         raise PipelineError(f"dataset {root} is not a .parquet file; give a parquet file or a folder")
     files = _parquet_files(root)
     try:  # streamed: nothing converted into a cache on the way
-        return dict(datasets.load_dataset("parquet", data_files=files, streaming=True)), True
+        return dict(datasets.load_dataset("parquet", data_files=files, streaming=True, cache_dir=scratch)), True
     except (FileNotFoundError, ValueError, OSError) as err:
         raise PipelineError(f"dataset {root}: cannot read its parquet file(s) ({err})") from None
 
 
 def _check(features, ds: Dataset, part: str) -> list[str] | None:
-    """The ClassLabel names of the label column (None: its values are labels); PipelineError for unusable columns."""
+    """The label column's ClassLabel names (None: its values are the labels); PipelineError for bad columns."""
     import datasets
 
     known = ", ".join(features or {}) or "(none)"
@@ -137,8 +143,8 @@ def _check(features, ds: Dataset, part: str) -> list[str] | None:
             raise PipelineError(f"dataset {ds.root} ({part}) has no column {column!r} (its columns: {known}); "
                                 f"set {key} in the dataset's params entry")
     image, label = features[ds.image_column], features[ds.label_column]
-    if not (isinstance(image, datasets.Image) or (isinstance(image, datasets.Value) and image.dtype in (
-            "binary", "large_binary", "string", "large_string")) or (isinstance(image, dict) and "bytes" in image)):
+    castable = isinstance(image, datasets.Value) and image.dtype in _IMAGE_DTYPES  # encoded bytes or file paths
+    if not (isinstance(image, datasets.Image) or castable or (isinstance(image, dict) and "bytes" in image)):
         raise PipelineError(f"dataset {ds.root}: column {ds.image_column!r} holds {image}, not images; set "
                             "image_column to the column of images (datasets.Image, bytes or file paths)")
     if isinstance(label, datasets.ClassLabel):
@@ -208,9 +214,14 @@ def _part(rows, part: str, split: str | None, names: list[str] | None, ds: Datas
 def collect(ds: Dataset, images_dir: Path) -> tuple[list[tuple], list[tuple]]:
     """(files: image_id, path, label, split; refused rows: path, label, reason) of a huggingface dataset entry,
     its images written under images_dir/<split name>/<index>.<ext>."""
+    with _offline(), tempfile.TemporaryDirectory(prefix="transferlab-hf-") as scratch:
+        return _collect(ds, images_dir, scratch)
+
+
+def _collect(ds: Dataset, images_dir: Path, scratch: str) -> tuple[list[tuple], list[tuple]]:
     from datasets import Image
 
-    parts, named = _open(ds)
+    parts, named = _open(ds, scratch)
     unknown = sorted(p for p in parts if p.lower() not in _SPLIT_OF) if named else []
     if unknown:
         raise PipelineError(f"dataset {ds.root}: split(s) {unknown} are not accepted ({_ACCEPTED}); save the "

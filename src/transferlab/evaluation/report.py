@@ -7,7 +7,7 @@ import pandas as pd
 
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
-from transferlab.config.paths import FINETUNE_INFO_FILE, HEAD_INFO_FILE, SCRATCH_INFO_FILE, Layout
+from transferlab.config.paths import HEAD_INFO_FILE, Layout
 from transferlab.io.atomic import write_csv, write_text
 
 COLUMNS = ["task", "method", "features", "backbone", "backbone_run", "shots", "test_accuracy", "val_accuracy",
@@ -20,10 +20,9 @@ BACKBONE_RUN = {"head": "no", "reference": "no", "prototype": "no", "finetune": 
 def _seconds(layout: Layout, name: str) -> dict:
     """Training seconds per metrics kind of one task."""
     head_info = json.loads((layout.head(name) / HEAD_INFO_FILE).read_text())
-    scratch = layout.scratch(name) / SCRATCH_INFO_FILE
+    runs = {m: layout.run_record(name, m) for m in ("finetune", "scratch")}
     return {"head": head_info["seconds"], "reference": head_info["reference"]["seconds"],
-            "finetune": json.loads((layout.finetune(name) / FINETUNE_INFO_FILE).read_text()).get("seconds"),
-            "scratch": json.loads(scratch.read_text()).get("seconds") if scratch.is_file() else None}
+            **{m: json.loads(p.read_text())["seconds"] if p.is_file() else None for m, p in runs.items()}}
 
 
 def report(params: P.Params, layout: Layout) -> pd.DataFrame:

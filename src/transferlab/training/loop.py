@@ -43,19 +43,12 @@ class Checkpointer(Protocol):
     def save(self, state: dict) -> None: ...
 
 
-def fit(model: nn.Module, groups: list[dict], train: DataLoader, epochs: int, device: torch.device,
-        weight_decay: float = 0.0, label_smoothing: float = 0.0, freeze_norm: bool = False,
-        desc: str = "train") -> dict:
-    """Train with AdamW + warmup-cosine; `groups` are optimizer param groups with their own lr."""
-    return fit_recipe(model, groups, train, Recipe(epochs, weight_decay, label_smoothing, freeze_norm), device,
-                      desc=desc)
-
-
 def fit_recipe(model: nn.Module, groups: list[dict], data: DataLoader, recipe: Recipe, device: torch.device, *,
           val: DataLoader | None = None, frozen: nn.Module | None = None, checkpoint: Checkpointer | None = None,
           desc: str = "train") -> dict:
     """AdamW + warmup-cosine over `recipe.epochs`; with a `checkpoint`, the state is saved after every epoch
-    and a run that finds one there resumes from it (model, optimizer, scheduler, epoch, early stopping)."""
+    and a run that finds one there resumes from it (model, optimizer, scheduler, epoch, early stopping). With a
+    `val` loader, its accuracy and loss are recorded every epoch (the curves), and early stopping judges them."""
     if checkpoint is not None and recipe.seed is None:
         raise ValueError("a resumable run needs recipe.seed: each epoch's shuffle must not depend on the past")
     if recipe.patience is not None and val is None:
@@ -77,8 +70,12 @@ def fit_recipe(model: nn.Module, groups: list[dict], data: DataLoader, recipe: R
         _set_frozen(frozen, epoch < recipe.freeze_epochs)
         _train_mode(model, frozen if epoch < recipe.freeze_epochs else None, recipe.freeze_norm)
         run.losses.append(_epoch(run, data, loss_fn, device))
-        if recipe.patience is not None:
-            run.judge(_val_score(model, val, device), recipe.patience)
+        run.lrs.append(run.sched.get_last_lr()[-1])  # the last group's: the head's, or the only one
+        if val is not None:
+            acc, val_loss = _val_score(model, val, device)
+            run.val.append({"accuracy": acc, "loss": val_loss})
+            if recipe.patience is not None:
+                run.judge((acc, val_loss), recipe.patience)
         run.epoch, run.seconds = epoch + 1, time.perf_counter() - start
         if checkpoint is not None:
             checkpoint.save(run.state(frozen=epoch < recipe.freeze_epochs))
@@ -87,7 +84,7 @@ def fit_recipe(model: nn.Module, groups: list[dict], data: DataLoader, recipe: R
     _set_frozen(frozen, False)
     if run.best_state is not None:
         model.load_state_dict(run.best_state)
-    return {"seconds": time.perf_counter() - start, "train_loss": run.losses, "val": run.val,
+    return {"seconds": time.perf_counter() - start, "train_loss": run.losses, "val": run.val, "lr": run.lrs,
             "epochs_run": run.epoch, "best_epoch": run.best_epoch, "resumed_from_epoch": resumed}
 
 
@@ -96,13 +93,12 @@ class _Run:
 
     def __init__(self, model: nn.Module, opt, sched, scaler):
         self.model, self.opt, self.sched, self.scaler = model, opt, sched, scaler
-        self.epoch, self.seconds, self.losses, self.val = 0, 0.0, [], []
+        self.epoch, self.seconds, self.losses, self.val, self.lrs = 0, 0.0, [], [], []
         self.best_score, self.best_epoch, self.best_state, self.bad, self.stopped = None, None, None, 0, False
 
     def judge(self, score: tuple[float, float], patience: int) -> None:
         """Early stopping: better = higher val accuracy, then lower val loss."""
         acc, loss = score
-        self.val.append({"accuracy": acc, "loss": loss})
         if self.best_score is None or (acc, -loss) > tuple(self.best_score):
             self.best_score, self.best_epoch, self.bad = [acc, -loss], self.epoch + 1, 0
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
@@ -114,7 +110,7 @@ class _Run:
         return {"epoch": self.epoch, "seconds": self.seconds, "frozen": frozen, "stopped": self.stopped,
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
-                "train_loss": self.losses, "val": self.val, "best_score": self.best_score,
+                "train_loss": self.losses, "val": self.val, "lr": self.lrs, "best_score": self.best_score,
                 "best_epoch": self.best_epoch, "best_state": self.best_state, "bad": self.bad}
 
     def restore(self, state: dict | None) -> int | None:
@@ -128,6 +124,7 @@ class _Run:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.seconds, self.stopped = state["epoch"], state["seconds"], state["stopped"]
         self.losses, self.val, self.bad = list(state["train_loss"]), list(state["val"]), state["bad"]
+        self.lrs = list(state["lr"])
         self.best_score, self.best_epoch, self.best_state = (state["best_score"], state["best_epoch"],
                                                              state["best_state"])
         return self.epoch

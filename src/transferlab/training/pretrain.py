@@ -14,11 +14,13 @@ from transferlab.data.tasks import label_order
 from transferlab.data.transforms import ImageFiles, transform
 from transferlab.models import backbones
 from transferlab.training import loop
+from transferlab.training.curves import write_curves
 
 
 def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path, seed: int,
-             device: torch.device) -> backbones.BackboneInfo:
-    """Train entry.arch from a seeded random init on the source classes of `manifest`; save it into out_dir."""
+             device: torch.device, curves_dir: Path) -> backbones.BackboneInfo:
+    """Train entry.arch from a seeded random init on the source classes of `manifest`; save it into out_dir,
+    its per-epoch curves into curves_dir."""
     classes = entry.classes or label_order(manifest["label"])
     frame = manifest[manifest["label"].astype(str).isin(classes)]
     missing = sorted(set(classes) - set(frame["label"].astype(str)))
@@ -41,9 +43,11 @@ def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path
     torch.manual_seed(seed)
     model = backbones.build(entry.arch, len(classes))
     train = loader("train", True)
-    stats = loop.fit(model, [{"params": model.parameters(), "lr": entry.lr}], train, entry.epochs,
-                     device, weight_decay=entry.weight_decay, desc=f"pretrain@{name}")
     val = loader("val", False)
+    stats = loop.fit_recipe(model, [{"params": model.parameters(), "lr": entry.lr}], train,
+                            loop.Recipe(entry.epochs, weight_decay=entry.weight_decay), device, val=val,
+                            desc=f"pretrain@{name}")
+    write_curves(curves_dir, stats)
     val_acc = float((loop.predict(model, val, device).argmax(1) == np.array(val.dataset.targets)).mean())
     source = {"kind": "pretrain", "dataset": entry.dataset, "classes": classes, "epochs": entry.epochs,
               "source_val_accuracy": round(val_acc, 4), "seconds": round(stats["seconds"], 2)}

@@ -36,6 +36,7 @@ from transferlab.io.hashing import file_sha256, fingerprint
 from transferlab.models import backbones, devices
 from transferlab.training import checkpoints
 from transferlab.training import loop as trainer
+from transferlab.training.curves import write_curves
 
 # What the numbers of a run depend on besides its inputs: a checkpoint written by other code is not resumed.
 _CODE = [Path(m.__file__) for m in (trainer, transforms, images, backbones)] + [Path(__file__)]
@@ -99,8 +100,8 @@ def train_and_predict(method: str, imgs: TaskImages, model: nn.Module, groups: l
         "method": method, "recipe": rec, "cfg": cfg.model_dump(), "device": str(device), "rows": used,
         "code": [file_sha256(p) for p in _CODE], "versions": backbones.versions(), **key}))
     stats = trainer.fit_recipe(model, groups, loader(imgs.part("train"), True), rec, device,
-                               val=loader(imgs.part("val"), False) if rec.patience else None, frozen=frozen,
-                               checkpoint=checkpoint, desc=f"{method}@{imgs.name}")
+                               val=loader(imgs.part("val"), False) if len(imgs.part("val")) else None,
+                               frozen=frozen, checkpoint=checkpoint, desc=f"{method}@{imgs.name}")
     evals = imgs.part("val", "test")
     logits = trainer.predict(model, loader(evals, False), device)
     preds = evals[["image_id", "split", "target", "y"]].assign(pred=logits.argmax(1))
@@ -118,9 +119,17 @@ def save_outputs(out_dir: Path, weights_file: str, model: nn.Module, preds: pd.D
 def run_summary(imgs: TaskImages, cfg: P.Finetune, stats: dict) -> dict:
     """The info fields finetune and scratch share."""
     return {"classes": imgs.classes, "hyperparameters": cfg.model_dump(),
-            "n_train": int(len(imgs.part("train"))), "seconds": round(stats["seconds"], 3),
+            "n_train": int(len(imgs.part("train"))),
             "train_loss": [round(x, 5) for x in stats["train_loss"]], "epochs_run": stats["epochs_run"],
-            "best_epoch": stats["best_epoch"], "resumed_from_epoch": stats["resumed_from_epoch"]}
+            "best_epoch": stats["best_epoch"]}
+
+
+def record_run(layout: Layout, task_name: str, method: str, stats: dict) -> dict:
+    """The run record beside the method's folder (Layout.run_record): what differs between runs of the same
+    training, kept out of the folder."""
+    run = {"seconds": round(stats["seconds"], 3), "resumed_from_epoch": stats["resumed_from_epoch"]}
+    write_json(layout.run_record(task_name, method), run)
+    return run
 
 
 def finetune_model(backbone_dir: Path, head_dir: Path, mode: str, n_classes: int) -> tuple[nn.Module, list, list]:
@@ -151,8 +160,10 @@ def finetune(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: L
                                                  recipe(cfg, seed, imgs), cfg, start, layout, device)
     info = {"task": task_name, "mode": task.finetune, **run_summary(imgs, cfg, stats)}
     save_outputs(layout.finetune(task_name), FINETUNE_WEIGHTS_FILE, model, preds, info, FINETUNE_INFO_FILE)
+    write_curves(layout.curves("finetune", task_name), stats)
+    run = record_run(layout, task_name, "finetune", stats)
     checkpoint.clear()
-    return info
+    return {**info, **run}
 
 
 def scratch(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout,
@@ -171,5 +182,7 @@ def scratch(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: La
                                             {"arch": arch, "seed": seed}, layout, device)
     info = {"task": task_name, "method": "scratch", "ran": True, "arch": arch, **run_summary(imgs, cfg, stats)}
     save_outputs(layout.scratch(task_name), SCRATCH_WEIGHTS_FILE, model, preds, info, SCRATCH_INFO_FILE)
+    write_curves(layout.curves("scratch", task_name), stats)
+    run = record_run(layout, task_name, "scratch", stats)
     checkpoint.clear()
-    return info
+    return {**info, **run}

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tests.projects import subset_imagefolder, tiny_layout
-from transferlab.config import paths
 from transferlab.config.params import parse
 from transferlab.evaluation import report
 from transferlab.evaluation.results import evaluate
@@ -53,8 +52,8 @@ def test_report_shows_every_method_and_whether_it_ran_the_backbone(built):
     for method, kind in (("head", "head"), ("lpft", "finetune"), ("scratch", "scratch")):
         assert few.loc[method, "test_accuracy"] == pytest.approx(metrics[kind]["test_accuracy"])
         assert few.loc[method, "n_train"] == 9  # 3 shots x 3 classes
-    info = json.loads((layout.scratch("few") / paths.SCRATCH_INFO_FILE).read_text())
-    assert few.loc["scratch", "seconds"] == pytest.approx(info["seconds"]) and info["seconds"] > 0
+    run = json.loads(layout.run_record("few", "scratch").read_text())
+    assert few.loc["scratch", "seconds"] == pytest.approx(run["seconds"]) and run["seconds"] > 0
     plain = table[table["task"] == "plain"]
     assert list(plain["method"]) == ["head", "reference", "prototype"] and set(plain["backbone_run"]) == {"no"}
     assert pd.read_csv(layout.summary_csv)["backbone_run"].tolist() == table["backbone_run"].tolist()

@@ -69,6 +69,11 @@ def _outputs(out_dir: Path, stdout: str = "") -> dict:
             "weights": load_file(out_dir / paths.FINETUNE_WEIGHTS_FILE)}
 
 
+def _run(project) -> dict:
+    """The fine-tune's run record (seconds, resumed_from_epoch), beside its folder."""
+    return json.loads(project.run_record(TASK, "finetune").read_text())
+
+
 def _accuracy(preds: pd.DataFrame, split: str) -> float:
     part = preds[preds["split"] == split]
     return float((part["pred"] == part["y"]).mean())
@@ -81,7 +86,7 @@ def test_killed_finetune_resumes_to_the_same_result(project):
     train_on_images("finetune", TASK, params.tasks[TASK], params.finetune, params.seed, project,
                     torch.device("cpu"))
     whole = _outputs(project.finetune(TASK))
-    assert whole["info"]["resumed_from_epoch"] is None and whole["info"]["epochs_run"] == FT["epochs"]
+    assert _run(project)["resumed_from_epoch"] is None and whole["info"]["epochs_run"] == FT["epochs"]
     assert not ckpt_root.exists()  # removed after a successful finish
     shutil.rmtree(project.finetune(TASK))  # as DVC does before it re-runs a stage
 
@@ -102,7 +107,7 @@ def test_killed_finetune_resumes_to_the_same_result(project):
     assert proc.returncode == 0, err
     resumed = _outputs(project.finetune(TASK), out)
     info = resumed["info"]
-    assert info["resumed_from_epoch"] == killed_at, resumed["stdout"]
+    assert _run(project)["resumed_from_epoch"] == killed_at, resumed["stdout"]
     assert f"resumed after epoch {killed_at}" in resumed["stdout"]
     assert info["epochs_run"] == whole["info"]["epochs_run"] and info["best_epoch"] == whole["info"]["best_epoch"]
     assert info["train_loss"] == whole["info"]["train_loss"]  # the epochs before the kill came from the checkpoint
