@@ -1,6 +1,5 @@
 """Per-epoch training curves (train loss, val accuracy and loss, learning rate) as DVC plots, through DVCLive:
-one `<dir>/plots/metrics/<name>.tsv` per curve (columns step, <name>; step = epoch - 1) and its summary
-`<dir>/metrics.json`. Written once a run has finished, from the whole history (a resumed run's included), with
+one `<dir>/plots/metrics/<name>.tsv` per curve (columns step, <name>; step = epoch - 1). Written once a run has finished, from the whole history (a resumed run's included), with
 no timestamps, so the same training writes the same bytes; never a DVC experiment (save_dvc_exp=False)."""
 from __future__ import annotations
 
@@ -24,6 +23,8 @@ def write_curves(out_dir: Path, stats: dict) -> None:
                 live.log_metric("val_loss", round(stats["val"][i]["loss"], 6))
             live.log_metric("lr", float(f"{stats['lr'][i]:.6g}"))
             live.next_step()
+    # DVCLive's summary repeats the last epoch; in the plots folder DVC would draw it as one more plot
+    (out_dir / "metrics.json").unlink(missing_ok=True)
 
 
 def write_empty_curves(out_dir: Path) -> None:

@@ -16,7 +16,7 @@ def test_curves_are_one_tsv_per_metric_by_epoch_and_deterministic(tmp_path):
     write_curves(tmp_path / "b", STATS)
     a = _files(tmp_path / "a")
     assert a == _files(tmp_path / "b")  # no timestamps: a forced re-run rewrites the same bytes
-    assert set(a) == {"metrics.json"} | {f"plots/metrics/{n}.tsv" for n in CURVES}
+    assert set(a) == {f"plots/metrics/{n}.tsv" for n in CURVES}
     assert a["plots/metrics/train_loss.tsv"].decode() == "step\ttrain_loss\n0\t1.25\n1\t0.5\n2\t0.25\n"
     assert a["plots/metrics/val_accuracy.tsv"].decode().splitlines()[-1] == "2\t0.8"
 
