@@ -1,4 +1,5 @@
-"""Stage report: every task and every method side by side -> reports/summary.csv and reports/report.md."""
+"""Stage report: every task and every method side by side -> reports/summary.csv and reports/report.md; what
+each features, finetune and scratch run did -> reports/runs.json (a DVC metric, in git)."""
 from __future__ import annotations
 
 import argparse

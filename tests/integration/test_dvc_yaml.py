@@ -60,7 +60,6 @@ def expected() -> dict[str, dict]:
     for name, fs in P.features.items():
         assert fs.backbone in models
         want[f"features@{name}"] = {"outs": {rel(L.features(name)), rel(L.features_run(name))},
-                                    "metrics": {rel(L.features_run(name))},
                                     "deps": {rel(L.prepared(fs.dataset)), rel(L.backbone(fs.backbone))},
                                     "params": {f"features.{name}"}}
     for name, task in P.tasks.items():
@@ -69,12 +68,11 @@ def expected() -> dict[str, dict]:
                                       "params": {f"tasks.{name}", "head", "seed"}}
         want[f"finetune@{name}"] = {"outs": {rel(L.finetune(name)), rel(L.curves("finetune", name)),
                                              rel(L.run_record(name, "finetune"))},
-                                    "metrics": {rel(L.run_record(name, "finetune"))},
                                     "deps": {feats, rel(L.head(name))},
                                     "params": {f"tasks.{name}", "finetune", "seed"}}
         want[f"scratch@{name}"] = {"outs": {rel(L.scratch(name)), rel(L.curves("scratch", name)),
                                             rel(L.run_record(name, "scratch"))},
-                                   "metrics": {rel(L.run_record(name, "scratch"))}, "deps": {feats},
+                                   "deps": {feats},
                                    "params": {f"tasks.{name}", "finetune", "seed"}}
         results = L.results(name)
         want[f"evaluate@{name}"] = {
@@ -83,7 +81,9 @@ def expected() -> dict[str, dict]:
             "metrics": {rel(results / "metrics.json")},
             "deps": {feats, rel(L.head(name)), rel(L.finetune(name)), rel(L.scratch(name))},
             "params": {f"tasks.{name}", "evaluate", "head"}}
-    want["report"] = {"outs": {rel(L.summary_csv), rel(L.report_md)}, "deps": {rel(L.results("x").parent)},
+    want["report"] = {"outs": {rel(L.summary_csv), rel(L.report_md), rel(L.runs_json)},
+                      "metrics": {rel(L.runs_json)},
+                      "deps": {rel(L.results("x").parent), rel(L.features("x").parent), rel(L.task("x").parent)},
                       "params": {"tasks", "features"}}
     return want
 
@@ -104,6 +104,16 @@ def test_stage_paths_agree_with_layout(stages, name):
     assert want["params"] <= got["params"], (name, got["params"])
     module = name.split("@")[0]
     assert f"stages/{module}.py" in got["deps"], (name, got["deps"])  # its own code
+
+
+def test_every_metric_is_in_git(repo):
+    """`dvc metrics diff REV` reads a commit's metrics from git; one in DVC's cache fails to load in any clone
+    that has not pulled it."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        metrics = {o.def_path: o.use_cache for stage in dvc.index.stages for o in stage.outs if o.metric}
+    assert rel(L.runs_json) in metrics and not any(metrics.values()), metrics
 
 
 @pytest.mark.parametrize("name", sorted(set(expected()) - {"validate"}))

@@ -314,6 +314,16 @@ def test_params_diff_and_metrics_diff_after_changing_head_epochs(built, tmp_path
                and d["old"] != d["new"]}
     assert changed, mdiff
 
+    # committed, then read in a fresh clone (no DVC cache: nothing pulled): every metric of both commits is in
+    # git, the run records' numbers included (reports/runs.json), so nothing fails to load
+    sh("git", "commit", "-qam", "head.epochs: 3", cwd=repo)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    fresh = sh("dvc", "metrics", "diff", "HEAD~1", "--all", cwd=clone)
+    assert "failed to load" not in fresh.stderr + fresh.stdout, fresh.stderr
+    assert "results/parity/metrics.json" in fresh.stdout and "head.test_accuracy" in fresh.stdout, fresh.stdout
+    assert "reports/runs.json" in fresh.stdout and "features.digits-random.extracted" in fresh.stdout, fresh.stdout
+
 
 # --- bad params -----------------------------------------------------------------------------------------
 

@@ -87,3 +87,9 @@ class Layout:
     @property
     def report_md(self) -> Path:
         return self.root / "reports" / "report.md"
+
+    @property
+    def runs_json(self) -> Path:
+        """Every run record's numbers in one git-tracked file: the DVC metric that diffs across commits (the
+        records themselves are cached outputs, so that DVC's run-cache carries them with their stage)."""
+        return self.root / "reports" / "runs.json"

@@ -8,7 +8,7 @@ import pandas as pd
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
 from transferlab.config.paths import HEAD_INFO_FILE, Layout
-from transferlab.io.atomic import write_csv, write_text
+from transferlab.io.atomic import write_csv, write_json, write_text
 
 COLUMNS = ["task", "method", "features", "backbone", "backbone_run", "shots", "test_accuracy", "val_accuracy",
            "macro_f1", "n_train", "n_test", "seconds",
@@ -25,8 +25,23 @@ def _seconds(layout: Layout, name: str) -> dict:
             **{m: json.loads(p.read_text())["seconds"] if p.is_file() else None for m, p in runs.items()}}
 
 
+def _numbers(record: dict) -> dict:
+    """The numeric fields of a run record (a DVC metric: where the store lives is not one)."""
+    return {k: v for k, v in record.items()
+            if (isinstance(v, (int, float)) and not isinstance(v, bool)) or (isinstance(v, dict) and v)}
+
+
+def runs(params: P.Params, layout: Layout) -> dict:
+    """What each features@, finetune@ and scratch@ run did, from their run records -> reports/runs.json."""
+    found = {"features": {name: layout.features_run(name) for name in params.features},
+             **{m: {name: layout.run_record(name, m) for name in params.tasks} for m in ("finetune", "scratch")}}
+    return {stage: {name: _numbers(json.loads(path.read_text())) for name, path in paths.items() if path.is_file()}
+            for stage, paths in found.items()}
+
+
 def report(params: P.Params, layout: Layout) -> pd.DataFrame:
-    """Collect every task's metrics.json into reports/summary.csv and reports/report.md -> the table."""
+    """Collect every task's metrics.json into reports/summary.csv and reports/report.md, and the run records
+    into reports/runs.json -> the table."""
     rows = []
     for name, task in params.tasks.items():
         path = layout.results(name) / "metrics.json"
@@ -41,6 +56,7 @@ def report(params: P.Params, layout: Layout) -> pd.DataFrame:
                          "shots": task.shots if task.shots else "all", **m, "seconds": seconds.get(kind)})
     table = pd.DataFrame(rows).reindex(columns=COLUMNS).astype({"n_seeds": "Int64"})
     write_csv(layout.summary_csv, table)
+    write_json(layout.runs_json, runs(params, layout))
     write_text(layout.report_md, "# Results\n\nTest and validation accuracy per task and method "
                "(`seconds`: training time of that method; the `prototype` head has no training; "
                "`backbone_run`: whether it ran the backbone on the task's images, or only read the cached "

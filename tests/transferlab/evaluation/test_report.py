@@ -59,3 +59,16 @@ def test_report_shows_every_method_and_whether_it_ran_the_backbone(built):
     assert pd.read_csv(layout.summary_csv)["backbone_run"].tolist() == table["backbone_run"].tolist()
     md = layout.report_md.read_text()
     assert "| scratch " in md and "backbone_run" in md
+
+
+def test_runs_json_holds_every_run_records_numbers(built):
+    layout, params, _ = built
+    runs = json.loads(layout.runs_json.read_text())
+    feature_run = json.loads(layout.features_run("f").read_text())
+    assert runs["features"]["f"]["extracted"] == feature_run["extracted"] == 30
+    assert "store" not in runs["features"]["f"]  # a path is no metric
+    record = json.loads(layout.run_record("few", "finetune").read_text())
+    assert runs["finetune"]["few"] == {"seconds": record["seconds"]} and record["resumed_from_epoch"] is None
+    assert runs["scratch"]["few"]["seconds"] > 0
+    # skipped methods record seconds None, which is no number: nothing is left of their record
+    assert runs["scratch"]["plain"] == {}
