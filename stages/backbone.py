@@ -1,4 +1,5 @@
-"""Stage backbone@<name>: materialise a backbone (torchvision enum, local file, or seeded random init)."""
+"""Stage backbone@<name>: materialise a backbone (torchvision enum, timm pretrained tag, local file, or seeded
+random init)."""
 from __future__ import annotations
 
 import argparse

@@ -63,6 +63,9 @@ class Params(Strict):
         for name, f in self.features.items():
             _known(f"features.{name}.dataset", f.dataset, self.datasets, "datasets")
             _known(f"features.{name}.backbone", f.backbone, models, "backbones or pretrain")
+            if f.pooling != "model" and getattr(models[f.backbone], "source", "torchvision") != "timm":
+                raise ValueError(f"features.{name}.pooling: {f.pooling!r} is for timm backbones; "
+                                 f"{f.backbone} gives the input of its classifier (pooling: model)")
         for name, t in self.tasks.items():
             _known(f"tasks.{name}.features", t.features, self.features, "features")
         return self

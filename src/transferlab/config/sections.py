@@ -71,7 +71,8 @@ class Dataset(Strict):
 
 
 class Preprocessing(Strict):
-    """How images become tensors, for backbones whose weights do not bring their own transforms."""
+    """How images become tensors, for backbones whose weights do not bring their own transforms. A timm model
+    brings its own (its pretrained config); the keys set here override it."""
 
     image_size: int = Field(224, ge=8, description="center-crop size fed to the model")
     resize_size: int | None = Field(None, description="shorter side before the crop; default image_size")
@@ -82,9 +83,24 @@ class Preprocessing(Strict):
 
 
 class Backbone(Preprocessing):
-    arch: str = Field(description="a torchvision classification model name, e.g. resnet50")
-    weights: str = Field("none", description="a torchvision weights enum name, a local "
-                         ".safetensors/.pth file, or none (seeded random init)")
+    source: Literal["torchvision", "timm"] = Field("torchvision", description="the library whose model `arch` "
+                                                   "names")
+    arch: str = Field(description="torchvision: a classification model name, e.g. resnet50; timm: a model name "
+                      "with its pretrained tag, e.g. vit_small_patch14_dinov2.lvd142m")
+    weights: str = Field("none", description="torchvision: a weights enum name; timm: pretrained (timm's loader, "
+                         "through the Hugging Face cache); either: a local .safetensors/.pth state dict, or none "
+                         "(seeded random init)")
+
+    @model_validator(mode="after")
+    def _weights_of_source(self) -> Backbone:
+        if self.source == "torchvision" and self.weights == "pretrained":
+            raise ValueError("weights pretrained is for source timm; a torchvision model names its weights enum, "
+                             "e.g. IMAGENET1K_V1 (or DEFAULT)")
+        if self.source == "timm" and self.weights not in ("none", "pretrained") and not self.weights.endswith(
+                (".safetensors", ".pth", ".pt")):
+            raise ValueError(f"weights {self.weights!r}: a timm backbone takes pretrained (the tag in arch), a "
+                             "local .safetensors/.pth file, or none")
+        return self
 
 
 class Pretrain(Preprocessing):
@@ -121,11 +137,19 @@ class FeatureSet(Strict):
                                   "tcp://gpu-head:8786; default $DASK_SCHEDULER_ADDRESS, else a local cluster")
     workers: int = Field(2, ge=1, description="executor dask: worker processes of a local cluster")
     shard_images: int = Field(2048, ge=1, description="executor dask: images per shard (one Dask task each)")
+    pooling: Literal["model", "cls", "mean", "cls+mean"] = Field(
+        "model", description="which features: model: the pooled pre-logits (the classifier's input); timm "
+        "backbones also: cls (class tokens), mean (mean patch token, or averaged feature map of a CNN), cls+mean "
+        "(the DINOv2 linear-evaluation input), each from the last `blocks` blocks. Part of the feature key")
+    blocks: int = Field(1, ge=1, description="pooling cls / mean / cls+mean: how many of the last blocks "
+                        "(concatenated)")
 
     @model_validator(mode="after")
     def _dask_only(self) -> FeatureSet:
         if self.executor == "local" and self.scheduler:
             raise ValueError("scheduler is for executor: dask; set executor: dask or leave scheduler out")
+        if self.pooling == "model" and self.blocks != 1:
+            raise ValueError("blocks is for pooling cls, mean or cls+mean; pooling model reads the last block")
         return self
 
 

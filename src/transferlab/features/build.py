@@ -18,7 +18,7 @@ from transferlab.features.extract import CHUNK_ROWS, ExtractJob, LocalExecutor
 from transferlab.features.key import feature_key
 from transferlab.io.hashing import key_hash
 from transferlab.models import devices
-from transferlab.models.backbones import read_info
+from transferlab.models.backbones import read_info, readout
 
 ASSEMBLE_ROWS = 4096  # rows gathered from the store per step while writing the feature set
 
@@ -70,10 +70,11 @@ def _run(name: str, fs: FeatureSet, manifest: pd.DataFrame, backbone_dir: Path, 
          store_dir: Path | str | None, chunk_rows: int) -> FeaturesResult:
     start = time.perf_counter()
     info = read_info(backbone_dir)
-    key = feature_key(info, executor.device, fs.batch_size, executor.compute_dtype, executor.numerics)
+    layer, dim = readout(info, fs.pooling, fs.blocks)
+    key = feature_key(info, executor.device, fs.batch_size, executor.compute_dtype, executor.numerics, layer)
     ids = store.image_ids(manifest["sha256"])
     root = Path(store_dir) if store_dir is not None else store.store_root(fs.store)
-    with store.ChunkStore(root, key, info.feature_dim) as cache:
+    with store.ChunkStore(root, key, dim) as cache:
         index = cache.verified_index(ids)
         found = index.locate(ids)[0] >= 0
         imported = {}
@@ -89,15 +90,16 @@ def _run(name: str, fs: FeatureSet, manifest: pd.DataFrame, backbone_dir: Path, 
                              chunk_rows, f"features@{name}")
             new = executor.extract(job)
             rate = round(len(todo) / (time.perf_counter() - tick), 1)
-            index = store.StoreIndex(index.chunks + new, info.feature_dim)
+            index = store.StoreIndex(index.chunks + new, dim)
         shards = _assemble(out_dir, index, ids)
         meta = {"featureset": name, "dataset": fs.dataset, "backbone": fs.backbone, "key": key,
-                "key_hash": key_hash(key), "dim": info.feature_dim, "dtype": "float16"}
+                "key_hash": key_hash(key), "dim": dim, "dtype": "float16",
+                "readout": {"pooling": fs.pooling, "blocks": fs.blocks}}
         sets.write(out_dir, manifest[["image_id", "label", "split", "sha256"]].reset_index(drop=True), shards,
                    meta)
         run = {"store": str(cache.dir), "executor": fs.executor, "scheduler": getattr(executor, "scheduler", None),
                "extracted": int(len(todo)), "reused": int(found.sum()), "imported": imported,
                "seconds": round(time.perf_counter() - start, 3), "images_per_second": rate}
         sets.write_run(out_dir, run)
-    return FeaturesResult(len(ids), info.feature_dim, run["seconds"], meta["key_hash"], run["extracted"],
+    return FeaturesResult(len(ids), dim, run["seconds"], meta["key_hash"], run["extracted"],
                           run["reused"])

@@ -31,7 +31,7 @@ from transferlab.features import extract, store
 from transferlab.features.key import compute_dtype_name
 from transferlab.models import backbones, devices
 
-_TRUNKS: dict[tuple[str, str], torch.nn.Module] = {}  # per worker process: (backbone folder, fingerprint) -> trunk
+_TRUNKS: dict[tuple, torch.nn.Module] = {}  # per worker process: (backbone folder, fingerprint, readout) -> trunk
 WORKER_WAIT_SECONDS = 120
 
 
@@ -95,7 +95,8 @@ class Executor:
             written = self.client.gather(futures)  # in shard order, so chunk order follows the manifest
         finally:
             self.client.cancel(futures)  # after a failure, stop the other shards (their chunks stay reusable)
-        return [_visible(chunk, job.info.feature_dim) for chunks in written for chunk in chunks]
+        dim = backbones.readout(job.info, job.fs.pooling, job.fs.blocks)[1]
+        return [_visible(chunk, dim) for chunks in written for chunk in chunks]
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,9 @@ def extract_shard(shard: Shard) -> list[store.Chunk]:
     if info.fingerprint != shard.fingerprint:
         raise PipelineError(f"{shard.backbone_dir} on this Dask worker holds other weights than the driver's; "
                             "workers must see the driver's files (one machine or a shared filesystem)")
-    key = (shard.backbone_dir, shard.fingerprint)
+    key = (shard.backbone_dir, shard.fingerprint, shard.fs.pooling, shard.fs.blocks)
     if key not in _TRUNKS:
-        _TRUNKS[key] = backbones.load_trunk(shard.backbone_dir)[0]
+        _TRUNKS[key] = backbones.load_trunk(shard.backbone_dir, shard.fs.pooling, shard.fs.blocks)[0]
     fs = shard.fs
     if multiprocessing.current_process().daemon:  # a daemonic worker process cannot start DataLoader workers
         fs = fs.model_copy(update={"num_workers": 0})

@@ -114,7 +114,7 @@ class LocalExecutor:
         self.numerics = devices.numerics(device, self.compute_dtype)
 
     def extract(self, job: ExtractJob) -> list[store.Chunk]:
-        trunk, _ = load_trunk(job.backbone_dir)
+        trunk, _ = load_trunk(job.backbone_dir, job.fs.pooling, job.fs.blocks)
         loader = image_loader(job.paths, job.info.preprocessing, job.fs, self.device)
         sink = ChunkWriter(job.cache, job.ids, job.chunk_rows)
         return forward_all(trunk, loader, self.device, self.compute_dtype, sink, job.desc)

@@ -11,7 +11,7 @@ MEMORY_FORMAT = "channels_last"  # of the images and the trunk during extraction
 
 
 def feature_key(info: BackboneInfo, device: torch.device, batch_size: int, compute_dtype: str = "float32",
-                numerics: dict | None = None) -> dict:
+                numerics: dict | None = None, layer: str | None = None) -> dict:
     """Everything that determines the numbers: same key, same features.
 
     The forward batch size is part of it. Measured on CPU (resnet18 at 24/32 px, torch 2.14): an image alone
@@ -21,12 +21,13 @@ def feature_key(info: BackboneInfo, device: torch.device, batch_size: int, compu
     GPU kernels) miss. The compute dtype and the memory format (channels_last everywhere: other kernels, other
     numbers) are in it too, and so is what of the hardware changes the numbers (`numerics`, devices.numerics:
     the GPU model and CUDA / cuDNN versions, or the CPU's vector ISA and bf16 path, as read where the features
-    are computed; default this process's), so a store shared by several machines never mixes their rows."""
+    are computed; default this process's), so a store shared by several machines never mixes their rows.
+    `layer`: what of the model the features are (models.backbones.readout); default the classifier's input."""
     return {"backbone_fingerprint": info.fingerprint, "arch": info.arch,
-            "layer": f"input of {info.classifier}", "preprocessing": info.preprocessing,
+            "layer": layer or f"input of {info.classifier}", "preprocessing": info.preprocessing,
             "decoder": DECODER, "device": device.type,
             "compute_dtype": compute_dtype, "memory_format": MEMORY_FORMAT,
-            "forward_batch_size": batch_size, "storage_dtype": "float16", **versions(),
+            "forward_batch_size": batch_size, "storage_dtype": "float16", **versions(info.library),
             "numerics": devices.numerics(device, compute_dtype) if numerics is None else numerics}
 
 

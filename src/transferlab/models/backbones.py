@@ -1,8 +1,11 @@
-"""Torchvision backbones: build, materialise weights (enum / local file / random), save, and load as a trunk."""
+"""Backbones: build, materialise weights (enum or pretrained tag / local file / random), save, and load as a trunk.
+
+Torchvision classification models are the default library (`source: torchvision`); timm models
+(transferlab.models.timm_backbones) go through the same steps, imported only for a timm backbone."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,10 +35,17 @@ class BackboneInfo:
     preprocessing: dict
     source: dict
     fingerprint: str
+    library: str = "torchvision"  # torchvision | timm: which library builds `arch`
+    model_kwargs: dict = field(default_factory=dict)  # what rebuilding it needs beyond the name (timm: img_size)
 
 
-def build(arch: str, num_classes: int | None = None) -> nn.Module:
-    """A randomly initialised torchvision classification model (call torch.manual_seed first)."""
+def build(arch: str, num_classes: int | None = None, library: str = "torchvision",
+          kwargs: dict | None = None) -> nn.Module:
+    """A randomly initialised classification model of `library` (call torch.manual_seed first)."""
+    if library == "timm":
+        from transferlab.models import timm_backbones
+
+        return timm_backbones.build(arch, num_classes, kwargs)
     if arch not in models.list_models(module=models):
         raise PipelineError(f"backbone arch {arch!r} is not a torchvision classification model; "
                             "see torchvision.models.list_models(torchvision.models)")
@@ -135,23 +145,58 @@ def materialise(arch: str, weights: str, pre: Preprocessing, seed: int) -> tuple
     return model, _weights_preprocessing(enum), {"kind": "torchvision", "weights": str(enum), "url": enum.url}
 
 
-def save(model: nn.Module, out_dir: Path, name: str, arch: str, pre: dict, source: dict) -> BackboneInfo:
+def _classifier(model: nn.Module, library: str) -> tuple[str, int, int]:
+    """(the classifier's dotted name, its classes, the pooled feature width it reads)."""
+    if library == "timm":
+        from transferlab.models import timm_backbones
+
+        width = getattr(model, "head_hidden_size", None) or model.num_features
+        return timm_backbones.classifier_name(model), int(model.num_classes), int(width)
+    cls_name, cls = last_linear(model)
+    return cls_name, cls.out_features, cls.in_features
+
+
+def save(model: nn.Module, out_dir: Path, name: str, arch: str, pre: dict, source: dict,
+         library: str = "torchvision", model_kwargs: dict | None = None) -> BackboneInfo:
     """Write weights.safetensors and backbone.json atomically; return what was recorded."""
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
         save_file(state, tmp)
     fingerprint = file_sha256(out_dir / WEIGHTS_FILE)
-    cls_name, cls = last_linear(model)
-    info = BackboneInfo(name=name, arch=arch, num_classes=cls.out_features, classifier=cls_name,
-                        feature_dim=cls.in_features, preprocessing=pre, source=source,
-                        fingerprint=fingerprint)
+    cls_name, num_classes, width = _classifier(model, library)
+    info = BackboneInfo(name=name, arch=arch, num_classes=num_classes, classifier=cls_name,
+                        feature_dim=width, preprocessing=pre, source=source,
+                        fingerprint=fingerprint, library=library, model_kwargs=dict(model_kwargs or {}))
     write_json(out_dir / INFO_FILE, info.__dict__)
     return info
 
 
+def _materialise_timm(name: str, entry: Backbone, seed: int) -> tuple[nn.Module, dict, dict, dict]:
+    """The timm model an entry names -> (model, preprocessing dict, source description, model kwargs)."""
+    from transferlab.models import timm_backbones as tb
+
+    tb.check_arch(entry.arch, f"backbones.{name}.arch")
+    overrides = entry.model_dump(include=set(Preprocessing.model_fields) & entry.model_fields_set)
+    kwargs = tb.model_kwargs(entry.arch, overrides.get("image_size"))
+    if entry.weights == "none":
+        torch.manual_seed(seed)
+        model, source = tb.build(entry.arch, kwargs=kwargs), {"kind": "random", "seed": seed}
+    elif entry.weights == "pretrained":
+        model = tb.pretrained(entry.arch, kwargs)
+        source = {"kind": "timm", "weights": entry.arch, "hf_hub_id": model.pretrained_cfg.get("hf_hub_id")}
+    else:
+        path = Path(entry.weights)
+        model = tb.from_state_dict(entry.arch, _read_state_dict(path), str(path), kwargs)
+        source = {"kind": "file", "path": str(path), "sha256": file_sha256(path)}
+    return model, tb.preprocessing(model, overrides), source, kwargs
+
+
 def create(name: str, entry: Backbone, out_dir: Path, seed: int) -> BackboneInfo:
     """What backbone@<name> does: materialise the entry's model and save it into out_dir."""
+    if entry.source == "timm":
+        model, pre, source, kwargs = _materialise_timm(name, entry, seed)
+        return save(model, out_dir, name, entry.arch, pre, source, "timm", kwargs)
     model, pre, source = materialise(entry.arch, entry.weights, entry, seed)
     return save(model, out_dir, name, entry.arch, pre, source)
 
@@ -166,17 +211,47 @@ def read_info(backbone_dir: Path) -> BackboneInfo:
 def load_classifier(backbone_dir: Path) -> tuple[nn.Module, BackboneInfo]:
     """The saved model with its original classifier."""
     info = read_info(backbone_dir)
-    model = build(info.arch, info.num_classes)
+    model = build(info.arch, info.num_classes, info.library, info.model_kwargs)
     model.load_state_dict(load_file(Path(backbone_dir) / WEIGHTS_FILE))
     return model, info
 
 
-def load_trunk(backbone_dir: Path) -> tuple[nn.Module, BackboneInfo]:
-    """The saved model with its classifier replaced by identity: it outputs penultimate features."""
+def _check_pooling(info: BackboneInfo, pooling: str) -> None:
+    if info.library != "timm" and pooling != "model":
+        raise PipelineError(f"pooling {pooling!r} is for timm backbones; {info.name} is a {info.library} model, "
+                            "whose features are the input of its classifier (pooling: model)")
+
+
+def load_trunk(backbone_dir: Path, pooling: str = "model", blocks: int = 1) -> tuple[nn.Module, BackboneInfo]:
+    """The saved model without its classifier: it outputs its pooled penultimate features (pooling: model), or
+    for a timm model a readout of its last `blocks` blocks (timm_backbones.Readout)."""
     model, info = load_classifier(backbone_dir)
+    _check_pooling(info, pooling)
+    if info.library == "timm":
+        from transferlab.models import timm_backbones
+
+        return timm_backbones.trunk(model, pooling, blocks)[0], info
     _set_module(model, info.classifier, nn.Identity())
     return model, info
 
 
-def versions() -> dict:
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__}
+def readout(info: BackboneInfo, pooling: str = "model", blocks: int = 1) -> tuple[str, int]:
+    """(what the features are, for the feature key; their width), without loading the weights."""
+    _check_pooling(info, pooling)
+    if pooling == "model":
+        return ("pre_logits" if info.library == "timm" else f"input of {info.classifier}"), info.feature_dim
+    from transferlab.models import timm_backbones
+
+    with torch.device("meta"):  # the architecture only: no memory, no init
+        model = build(info.arch, 0, info.library, info.model_kwargs)
+    return f"{pooling} of the last {blocks} blocks", timm_backbones.Readout(model, pooling, blocks).dim
+
+
+def versions(library: str = "torchvision") -> dict:
+    """The library versions that determine a backbone's numbers (part of the feature key)."""
+    found = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    if library == "timm":
+        from transferlab.models import timm_backbones
+
+        found |= timm_backbones.versions()
+    return found

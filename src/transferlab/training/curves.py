@@ -1,6 +1,7 @@
 """Per-epoch training curves (train loss, val accuracy and loss, learning rate) as DVC plots, through DVCLive:
-one `<dir>/plots/metrics/<name>.tsv` per curve (columns step, <name>; step = epoch - 1). Written once a run has finished, from the whole history (a resumed run's included), with
-no timestamps, so the same training writes the same bytes; never a DVC experiment (save_dvc_exp=False)."""
+one `<dir>/plots/metrics/<name>.tsv` per curve (columns step, <name>; step = epoch - 1). Written once a run has
+finished, from the whole history (a resumed run's included), with no timestamps, so the same training writes the
+same bytes; never a DVC experiment (save_dvc_exp=False)."""
 from __future__ import annotations
 
 import shutil

@@ -39,7 +39,8 @@ from transferlab.training import loop as trainer
 from transferlab.training.curves import write_curves
 
 # What the numbers of a run depend on besides its inputs: a checkpoint written by other code is not resumed.
-_CODE = [Path(m.__file__) for m in (trainer, transforms, images, backbones)] + [Path(__file__)]
+_CODE = [Path(m.__file__) for m in (trainer, transforms, images, backbones)] + [
+    Path(backbones.__file__).with_name("timm_backbones.py"), Path(__file__)]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class TaskImages:
     rows: pd.DataFrame
     classes: list[str]
     backbone: Path
+    readout: tuple[str, int]  # the feature set's (pooling, blocks): what of the backbone its head was fit on
 
     def part(self, *splits: str) -> pd.DataFrame:
         return self.rows[self.rows["split"].isin(splits)]
@@ -61,7 +63,9 @@ def task_images(task_name: str, task: P.Task, seed: int, layout: Layout) -> Task
     wanted = ["image_id"] + [c for c in ("path", "sha256") if c not in sel.rows.columns]
     manifest = pd.read_parquet(layout.manifest(meta["dataset"]))[wanted]
     rows = sel.rows.merge(manifest, on="image_id", how="left", validate="many_to_one")
-    return TaskImages(task_name, rows, sel.classes, layout.backbone(meta["backbone"]))
+    readout = meta.get("readout", {})
+    return TaskImages(task_name, rows, sel.classes, layout.backbone(meta["backbone"]),
+                      (readout.get("pooling", "model"), readout.get("blocks", 1)))
 
 
 def recipe(cfg: P.Finetune, seed: int, imgs: TaskImages, scratch: bool = False) -> trainer.Recipe:
@@ -98,7 +102,8 @@ def train_and_predict(method: str, imgs: TaskImages, model: nn.Module, groups: l
     used = imgs.rows[["image_id", "split", "y", "sha256"]].to_json(orient="values")
     checkpoint = checkpoints.Checkpoint(layout.checkpoints(imgs.name, method), fingerprint({
         "method": method, "recipe": rec, "cfg": cfg.model_dump(), "device": str(device), "rows": used,
-        "code": [file_sha256(p) for p in _CODE], "versions": backbones.versions(), **key}))
+        "code": [file_sha256(p) for p in _CODE],
+        "versions": backbones.versions(backbones.read_info(imgs.backbone).library), **key}))
     stats = trainer.fit_recipe(model, groups, loader(imgs.part("train"), True), rec, device,
                                val=loader(imgs.part("val"), False) if len(imgs.part("val")) else None,
                                frozen=frozen, checkpoint=checkpoint, desc=f"{method}@{imgs.name}")
@@ -132,13 +137,15 @@ def record_run(layout: Layout, task_name: str, method: str, stats: dict) -> dict
     return run
 
 
-def finetune_model(backbone_dir: Path, head_dir: Path, mode: str, n_classes: int) -> tuple[nn.Module, list, list]:
-    """(trunk + head, the trunk's parameters, the head's) of a fine-tune in `mode` (full or lpft)."""
-    trunk, info = backbones.load_trunk(backbone_dir)
+def finetune_model(backbone_dir: Path, head_dir: Path, mode: str, n_classes: int,
+                   readout: tuple[str, int] = ("model", 1)) -> tuple[nn.Module, list, list]:
+    """(trunk + head, the trunk's parameters, the head's) of a fine-tune in `mode` (full or lpft); the trunk
+    computes the features the head was fit on (the feature set's pooling and blocks)."""
+    trunk, info = backbones.load_trunk(backbone_dir, *readout)
     if mode == "lpft":  # LP-FT (Kumar et al. 2022): start from the linear probe, not a random head
         top = torch_heads.load(head_dir / HEAD_FILE).folded()
     else:
-        top = nn.Linear(info.feature_dim, n_classes)
+        top = nn.Linear(backbones.readout(info, *readout)[1], n_classes)
     return nn.Sequential(trunk, top), list(trunk.parameters()), list(top.parameters())
 
 
@@ -150,12 +157,12 @@ def finetune(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: L
     imgs = task_images(task_name, task, seed, layout)
     torch.manual_seed(seed)
     model, trunk_params, head_params = finetune_model(imgs.backbone, layout.head(task_name), task.finetune,
-                                                      len(imgs.classes))
+                                                      len(imgs.classes), imgs.readout)
     groups = [{"params": trunk_params, "lr": cfg.lr * cfg.backbone_lr_mult},
               {"params": head_params, "lr": cfg.lr}]
     head_file = layout.head(task_name) / HEAD_FILE
     start = {"backbone": backbones.read_info(imgs.backbone).fingerprint, "mode": task.finetune,
-             "head": file_sha256(head_file) if task.finetune == "lpft" else None}
+             "readout": list(imgs.readout), "head": file_sha256(head_file) if task.finetune == "lpft" else None}
     preds, stats, checkpoint = train_and_predict("finetune", imgs, model, groups, model[0],
                                                  recipe(cfg, seed, imgs), cfg, start, layout, device)
     info = {"task": task_name, "mode": task.finetune, **run_summary(imgs, cfg, stats)}
@@ -172,9 +179,11 @@ def scratch(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: La
     recipe, predict val and test, write them, the weights and the info into layout.scratch(task_name)."""
     device = devices.resolve(device)
     imgs = task_images(task_name, task, seed, layout)
-    arch = backbones.read_info(imgs.backbone).arch
+    info = backbones.read_info(imgs.backbone)
+    arch = info.arch
     torch.manual_seed(seed)
-    model = backbones.build(arch, len(imgs.classes))  # every layer random, the classifier sized to the task
+    # every layer random, the classifier sized to the task
+    model = backbones.build(arch, len(imgs.classes), info.library, info.model_kwargs)
     # One learning rate for all: backbone_lr_mult protects pretrained weights, and these have none.
     groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
     rec = recipe(cfg, seed, imgs, scratch=True)
