@@ -1,5 +1,6 @@
 """Stage train_head@<task>: train a linear or MLP head (or head.sweep's best on val) and the reference on a
-cached feature set; the backbone never runs (transferlab.heads.task_heads)."""
+cached feature set; the image tower never runs (transferlab.heads.task_heads). On an OpenCLIP feature set, also
+the zero-shot head: the class names through the text tower (transferlab.heads.zero_shot)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ from transferlab.config import params as P
 from transferlab.config.errors import reported_as_one_line
 from transferlab.config.paths import Layout
 from transferlab.heads.task_heads import train_task_head
+from transferlab.heads.zero_shot import write_zero_shot
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,10 +19,11 @@ def main(argv: list[str] | None = None) -> None:
     with reported_as_one_line():
         layout = Layout()
         params = P.load(layout.params)
-        res = train_task_head(task, params.entry("tasks", task), params.head, params.seed, layout.root,
-                              layout.head(task))
+        entry = params.entry("tasks", task)
+        res = train_task_head(task, entry, params.head, params.seed, layout.root, layout.head(task))
+        zero = write_zero_shot(task, entry, params.zero_shot, params.seed, layout)
         print(f"train_head@{task}: val accuracy {res.val_accuracy:.3f} on {res.n_train} "
-              f"training images ({res.seconds:.1f}s)")
+              f"training images ({res.seconds:.1f}s)" + (", zero-shot head encoded" if zero["ran"] else ""))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,22 @@ def tiny_layout(root: Path, tiny_digits: Path) -> Layout:
     return layout
 
 
+# The smallest OpenCLIP model worth the name (OpenCLIP ships none under 43M parameters): 2-block towers, 32 px
+# images, 32-d embeddings; the text tower keeps CLIP's tokenizer and vocabulary (49,408 tokens), bundled.
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+def tiny_clip_config(folder: Path) -> Path:
+    """TINY_CLIP as an OpenCLIP model config file (backbones.<n>.arch of a source open_clip entry)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    return folder / "tiny-clip.json"
+
+
 def pixels_features(root: Path, head: dict | None = None,
                     split_p: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> tuple[Layout, P.Params]:
     """A project whose feature set is 600 of scikit-learn's real digits as 64 raw pixels (no backbone to

@@ -64,8 +64,8 @@ def expected() -> dict[str, dict]:
                                     "params": {f"features.{name}"}}
     for name, task in P.tasks.items():
         feats = rel(L.features(task.features))
-        want[f"train_head@{name}"] = {"outs": {rel(L.head(name))}, "deps": {feats},
-                                      "params": {f"tasks.{name}", "head", "seed"}}
+        want[f"train_head@{name}"] = {"outs": {rel(L.head(name)), rel(L.zero_shot(name))}, "deps": {feats},
+                                      "params": {f"tasks.{name}", "head", "zero_shot", "seed"}}
         want[f"finetune@{name}"] = {"outs": {rel(L.finetune(name)), rel(L.curves("finetune", name)),
                                              rel(L.run_record(name, "finetune"))},
                                     "deps": {feats, rel(L.head(name))},
@@ -79,7 +79,8 @@ def expected() -> dict[str, dict]:
             "outs": {rel(results / f) for f in ("metrics.json", "confusion.csv", "confusion.png",
                                                 "efficiency.csv", "efficiency.png", "sweep.csv")},
             "metrics": {rel(results / "metrics.json")},
-            "deps": {feats, rel(L.head(name)), rel(L.finetune(name)), rel(L.scratch(name))},
+            "deps": {feats, rel(L.head(name)), rel(L.finetune(name)), rel(L.scratch(name)),
+                     rel(L.zero_shot(name))},
             "params": {f"tasks.{name}", "evaluate", "head"}}
     want["report"] = {"outs": {rel(L.summary_csv), rel(L.report_md), rel(L.runs_json)},
                       "metrics": {rel(L.runs_json)},

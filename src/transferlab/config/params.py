@@ -9,19 +9,16 @@ import yaml
 from pydantic import ValidationError, field_validator, model_validator
 
 from transferlab.config.errors import PipelineError
+from transferlab.config.methods import Evaluate, Finetune, Head, Sweep, ZeroShot  # noqa: F401  (re-exported)
 from transferlab.config.sections import (  # noqa: F401  (re-exported: P.Task, P.Head, ... for the stages)
     IMAGENET_MEAN,
     IMAGENET_STD,
     Backbone,
     Dataset,
-    Evaluate,
     FeatureSet,
-    Finetune,
-    Head,
     Preprocessing,
     Pretrain,
     Strict,
-    Sweep,
     Task,
 )
 
@@ -39,6 +36,7 @@ class Params(Strict):
     head: Head = Head()
     finetune: Finetune = Finetune()
     evaluate: Evaluate = Evaluate()
+    zero_shot: ZeroShot = ZeroShot()
 
     @field_validator("device")
     @classmethod

@@ -11,6 +11,7 @@ EMBEDDED_DIGITS_ROOT = "data/raw/digits"
 # scikit-learn to know a file name.
 HEAD_FILE, HEAD_INFO_FILE, REFERENCE_FILE = "head.safetensors", "head.json", "reference.safetensors"
 SWEEP_FILE = "sweep.csv"  # the head sweep; evaluate publishes a copy under results/<task>/
+ZERO_SHOT_FILE, ZERO_SHOT_INFO_FILE = "class_embeddings.safetensors", "zero_shot.json"
 FINETUNE_INFO_FILE, FINETUNE_WEIGHTS_FILE = "finetune.json", "finetuned.safetensors"
 SCRATCH_INFO_FILE, SCRATCH_WEIGHTS_FILE = "scratch.json", "scratch.safetensors"
 PREDICTIONS_FILE = "predictions.parquet"  # val/test predictions, in the finetune and the scratch folder
@@ -54,6 +55,10 @@ class Layout:
 
     def head(self, task: str) -> Path:
         return self.task(task) / "head"
+
+    def zero_shot(self, task: str) -> Path:
+        """The task's zero-shot head: its class names' text embeddings (train_head@ writes it)."""
+        return self.task(task) / "zero_shot"
 
     def finetune(self, task: str) -> Path:
         return self.task(task) / "finetune"

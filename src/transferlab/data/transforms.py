@@ -29,7 +29,9 @@ def transform(pre: dict, augment: str = "none") -> v2.Compose:
         if augment == "light" else []
     return v2.Compose([
         v2.ToImage(),
-        v2.Resize(pre["resize_size"], interpolation=interp, antialias=pre["antialias"]),
+        # the shorter side to resize_size (aspect kept), or squash: both sides to crop_size (OpenCLIP's SigLIP)
+        v2.Resize((pre["crop_size"],) * 2 if pre.get("resize_mode") == "squash" else pre["resize_size"],
+                  interpolation=interp, antialias=pre["antialias"]),
         v2.CenterCrop(pre["crop_size"]),
         *extra,
         v2.ToDtype(torch.float32, scale=True),

@@ -10,7 +10,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from transferlab.config.errors import PipelineError
-from transferlab.config.sections import Head, Task
+from transferlab.config.methods import Head
+from transferlab.config.sections import Task
 from transferlab.data.tasks import Selection, label_order, select
 from transferlab.heads import fit as head_fit
 from transferlab.heads import head_file, reference
@@ -98,9 +99,17 @@ def efficiency(feats: np.ndarray, index: pd.DataFrame, task: Task, name: str, sh
 
 
 def own_points(metrics: dict[str, dict], shots: float) -> pd.DataFrame:
-    """The task's own results as a one-point curve per method (for a task without efficiency_shots)."""
+    """The task's own results as a one-point curve per method (for a task without efficiency_shots); zero-shot
+    has its own point (with_zero_shot)."""
     rows = [{"shots": shots, "method": m.get("mode", kind) if kind == "finetune" else kind,
              "test_accuracy": m.get("test_accuracy_mean", m["test_accuracy"]),
              "std": m.get("test_accuracy_std", 0.0), "n_seeds": m.get("n_seeds", 1), "n_train": m["n_train"]}
-            for kind, m in metrics.items()]
+            for kind, m in metrics.items() if kind != "zero_shot"]
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def with_zero_shot(curve: pd.DataFrame, zero: dict) -> pd.DataFrame:
+    """The curve starting at k = 0: the zero-shot head's test accuracy (no draw, so no spread)."""
+    row = pd.DataFrame([{"shots": 0, "method": "zero_shot", "test_accuracy": zero["test_accuracy"], "std": 0.0,
+                         "n_seeds": 1, "n_train": 0}], columns=CURVE_COLUMNS)
+    return pd.concat([row, curve], ignore_index=True)

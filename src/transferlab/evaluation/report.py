@@ -14,7 +14,8 @@ COLUMNS = ["task", "method", "features", "backbone", "backbone_run", "shots", "t
            "macro_f1", "n_train", "n_test", "seconds",
            "test_accuracy_mean", "test_accuracy_std", "n_seeds"]
 # Whether a method runs the backbone on the task's images (costly) or only reads the cached features.
-BACKBONE_RUN = {"head": "no", "reference": "no", "prototype": "no", "finetune": "yes", "scratch": "yes"}
+BACKBONE_RUN = {"head": "no", "reference": "no", "prototype": "no", "zero_shot": "no", "finetune": "yes",
+                "scratch": "yes"}
 
 
 def _seconds(layout: Layout, name: str) -> dict:
@@ -60,7 +61,8 @@ def report(params: P.Params, layout: Layout) -> pd.DataFrame:
     write_text(layout.report_md, "# Results\n\nTest and validation accuracy per task and method "
                "(`seconds`: training time of that method; the `prototype` head has no training; "
                "`backbone_run`: whether it ran the backbone on the task's images, or only read the cached "
-               "features; `scratch`: the same architecture trained from random init, the no-transfer baseline; "
+               "features; `zero_shot`: an OpenCLIP feature set's class names through its text tower, no training "
+               "image; `scratch`: the same architecture trained from random init, the no-transfer baseline; "
                "`over seeds`: test accuracy mean ± std over the task's `shot_seeds` draws of its k shots).\n\n"
                + markdown(table) + "\n" + efficiency_section(params, layout))
     return table
@@ -86,7 +88,7 @@ def efficiency_section(params: P.Params, layout: Layout) -> str:
         curve = pd.read_csv(path)
         cell = curve.assign(value=[f"{a:.3f} ± {s:.3f}" for a, s in zip(curve["test_accuracy"], curve["std"],
                                                                           strict=True)])
-        wide = cell.pivot(index="shots", columns="method", values="value").reset_index()
+        wide = cell.pivot(index="shots", columns="method", values="value").reset_index().fillna("")
         seeds = int(curve["n_seeds"].max())
         parts.append(f"### {name}\n\nTest accuracy against training images per class ({seeds} draw"
                      f"{'s' if seeds > 1 else ''} each; plot: `results/{name}/efficiency.png`, "

@@ -23,13 +23,14 @@ from transferlab.config.paths import (
     REFERENCE_FILE,
     SCRATCH_INFO_FILE,
     SWEEP_FILE,
+    ZERO_SHOT_INFO_FILE,
     Layout,
 )
 from transferlab.data.tasks import select
 from transferlab.evaluation import fewshot, plots
 from transferlab.evaluation.metrics import confusion, scores
 from transferlab.features.sets import load_features
-from transferlab.heads import head_file, reference
+from transferlab.heads import head_file, reference, zero_shot
 from transferlab.heads.prototypes import fit_prototypes, predict_prototypes
 from transferlab.io.atomic import write_csv, write_json
 
@@ -46,6 +47,22 @@ def feature_predictions(task_name: str, task: P.Task, seed: int, layout: Layout)
     ref = reference.load(layout.head(task_name) / REFERENCE_FILE)
     return {"head": (frame.assign(pred=head_file.predict(head, x).argmax(1)), info),
             "reference": (frame.assign(pred=reference.predict(ref, x)), {**info, **info["reference"]})}
+
+
+def zero_shot_predictions(task_name: str, task: P.Task, seed: int, layout: Layout) -> tuple | None:
+    """Val/test predictions of the zero-shot head (no training image: n_train 0), or None where the task's
+    feature set has no text tower."""
+    zero_dir = layout.zero_shot(task_name)
+    if not (zero_dir / ZERO_SHOT_INFO_FILE).is_file():
+        return None
+    _, embeddings = zero_shot.read(zero_dir)
+    if embeddings is None:
+        return None
+    feats, index = load_features(task.features, layout.root)
+    sel = select(index, task, seed, task_name)
+    evals = sel.rows[sel.rows["split"].isin(["val", "test"])]
+    pred = zero_shot.predict(embeddings, feats[evals["row"].to_numpy()]).argmax(1)
+    return evals[["image_id", "split", "target", "y"]].assign(pred=pred), {"n_train": 0}
 
 
 def prototype_predictions(task_name: str, task: P.Task, seed: int, layout: Layout) -> tuple[pd.DataFrame, dict]:
@@ -73,6 +90,8 @@ def few_label_results(task_name: str, task: P.Task, head_cfg: P.Head, seed: int,
                                    task.shot_seeds or [seed], head_cfg, known=known)
     else:  # a task using every training image: its mean count per class
         curve = fewshot.own_points(metrics, task.shots or round(metrics["head"]["n_train"] / n_classes, 1))
+    if "zero_shot" in metrics:  # no training image: the curve's k = 0 point
+        curve = fewshot.with_zero_shot(curve, metrics["zero_shot"])
     write_csv(layout.results(task_name) / "efficiency.csv", curve)
     plots.plot_curve(curve, layout.results(task_name) / "efficiency.png",
                        f"{task_name}: test accuracy vs training images per class")
@@ -95,6 +114,8 @@ def evaluate(task_name: str, task: P.Task, cfg: P.Evaluate, seed: int, layout: L
     out_dir = layout.results(task_name)
     all_preds = feature_predictions(task_name, task, seed, layout)
     all_preds["prototype"] = prototype_predictions(task_name, task, seed, layout)
+    if (zero := zero_shot_predictions(task_name, task, seed, layout)) is not None:
+        all_preds["zero_shot"] = zero
     preds, head_info = all_preds["head"]
     classes = head_info["classes"]
     if not (preds["split"] == "test").any():  # scikit-learn's metrics raised here; ours would give NaN

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transferlab.config.sections import Head
+from transferlab.config.methods import Head
 from transferlab.heads import head_file, linear_probe
 from transferlab.heads.head_file import HeadFile
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from transferlab.config.sections import Head
+from transferlab.config.methods import Head
 from transferlab.heads.head_file import HeadFile
 
 # scikit-learn's lbfgs stopping rule: LogisticRegression's max_iter and tol, and the scipy options it passes

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 from torch.nn import functional as F
 
-from transferlab.config.sections import Head
+from transferlab.config.methods import Head
 from transferlab.heads import head_file
 from transferlab.heads.head_file import HeadFile
 from transferlab.optim.schedules import warmup_cosine

@@ -1,7 +1,8 @@
 """Backbones: build, materialise weights (enum or pretrained tag / local file / random), save, and load as a trunk.
 
 Torchvision classification models are the default library (`source: torchvision`); timm models
-(transferlab.models.timm_backbones) go through the same steps, imported only for a timm backbone."""
+(transferlab.models.timm_backbones) and OpenCLIP image-text models (transferlab.models.clip_backbones) go through
+the same steps, each library imported only for a backbone of its own."""
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ class BackboneInfo:
     preprocessing: dict
     source: dict
     fingerprint: str
-    library: str = "torchvision"  # torchvision | timm: which library builds `arch`
-    model_kwargs: dict = field(default_factory=dict)  # what rebuilding it needs beyond the name (timm: img_size)
+    library: str = "torchvision"  # torchvision | timm | open_clip: which library builds `arch`
+    # what rebuilding it needs beyond the name (timm: img_size; open_clip: its open_clip_config.json as `config`)
+    model_kwargs: dict = field(default_factory=dict)
 
 
 def build(arch: str, num_classes: int | None = None, library: str = "torchvision",
@@ -46,6 +48,10 @@ def build(arch: str, num_classes: int | None = None, library: str = "torchvision
         from transferlab.models import timm_backbones
 
         return timm_backbones.build(arch, num_classes, kwargs)
+    if library == "open_clip":
+        from transferlab.models import clip_backbones
+
+        return clip_backbones.build((kwargs or {})["config"], num_classes)
     if arch not in models.list_models(module=models):
         raise PipelineError(f"backbone arch {arch!r} is not a torchvision classification model; "
                             "see torchvision.models.list_models(torchvision.models)")
@@ -152,6 +158,8 @@ def _classifier(model: nn.Module, library: str) -> tuple[str, int, int]:
 
         width = getattr(model, "head_hidden_size", None) or model.num_features
         return timm_backbones.classifier_name(model), int(model.num_classes), int(width)
+    if library == "open_clip":  # no classifier: the image tower's embedding is what the text tower is compared to
+        return "", 0, int(model.visual.output_dim)
     cls_name, cls = last_linear(model)
     return cls_name, cls.out_features, cls.in_features
 
@@ -177,7 +185,7 @@ def _materialise_timm(name: str, entry: Backbone, seed: int) -> tuple[nn.Module,
     from transferlab.models import timm_backbones as tb
 
     tb.check_arch(entry.arch, f"backbones.{name}.arch")
-    overrides = entry.model_dump(include=set(Preprocessing.model_fields) & entry.model_fields_set)
+    overrides = _overrides(entry)
     kwargs = tb.model_kwargs(entry.arch, overrides.get("image_size"))
     if entry.weights == "none":
         torch.manual_seed(seed)
@@ -192,8 +200,28 @@ def _materialise_timm(name: str, entry: Backbone, seed: int) -> tuple[nn.Module,
     return model, tb.preprocessing(model, overrides), source, kwargs
 
 
+def _overrides(entry: Backbone) -> dict:
+    """The preprocessing keys the entry sets explicitly: they override the model's own config."""
+    return entry.model_dump(include=set(Preprocessing.model_fields) & entry.model_fields_set)
+
+
+def _create_clip(name: str, entry: Backbone, out_dir: Path, seed: int) -> BackboneInfo:
+    from transferlab.models import clip_backbones as cb
+
+    cb.check(entry.arch, entry.weights, f"backbones.{name}")
+    model, source = cb.materialise(entry.arch, entry.weights, seed, _read_state_dict)
+    if source["kind"] == "file":
+        source["sha256"] = file_sha256(Path(entry.weights))
+    pre, config = cb.preprocessing(model, _overrides(entry)), cb.full_config(model, entry.arch)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / cb.CONFIG_FILE, config)  # the folder loads in OpenCLIP as local-dir:<folder>
+    return save(model, out_dir, name, entry.arch, pre, source, "open_clip", {"config": config})
+
+
 def create(name: str, entry: Backbone, out_dir: Path, seed: int) -> BackboneInfo:
     """What backbone@<name> does: materialise the entry's model and save it into out_dir."""
+    if entry.source == "open_clip":
+        return _create_clip(name, entry, out_dir, seed)
     if entry.source == "timm":
         model, pre, source, kwargs = _materialise_timm(name, entry, seed)
         return save(model, out_dir, name, entry.arch, pre, source, "timm", kwargs)
@@ -231,6 +259,8 @@ def load_trunk(backbone_dir: Path, pooling: str = "model", blocks: int = 1) -> t
         from transferlab.models import timm_backbones
 
         return timm_backbones.trunk(model, pooling, blocks)[0], info
+    if info.library == "open_clip":
+        return model.visual, info
     _set_module(model, info.classifier, nn.Identity())
     return model, info
 
@@ -239,7 +269,9 @@ def readout(info: BackboneInfo, pooling: str = "model", blocks: int = 1) -> tupl
     """(what the features are, for the feature key; their width), without loading the weights."""
     _check_pooling(info, pooling)
     if pooling == "model":
-        return ("pre_logits" if info.library == "timm" else f"input of {info.classifier}"), info.feature_dim
+        layer = {"timm": "pre_logits", "open_clip": "image embedding (encode_image)"}.get(
+            info.library, f"input of {info.classifier}")
+        return layer, info.feature_dim
     from transferlab.models import timm_backbones
 
     with torch.device("meta"):  # the architecture only: no memory, no init
@@ -254,4 +286,8 @@ def versions(library: str = "torchvision") -> dict:
         from transferlab.models import timm_backbones
 
         found |= timm_backbones.versions()
+    if library == "open_clip":
+        from transferlab.models import clip_backbones
+
+        found |= clip_backbones.versions()
     return found
