@@ -135,6 +135,10 @@ def details(r: dict) -> list[str]:
             out.append(f"  | {pt['n']} | {pt['seconds']:.2f} | {pt['seconds_per_image'] * 1000:.2f} ms | "
                        f"{pt['images_per_second']:.1f} | {pt['peak_rss_mb']:.0f} | "
                        f"{pt.get('rss_before_run_mb', float('nan')):.0f} |")
+    elif name == "model_zoo":
+        out.append(f"- images/s: timm ViT-S/16 {r['ours']['images_per_second']:.1f}, with the DINOv2 readout "
+                   f"{r['ours_dinov2_readout']['images_per_second']:.1f}; torchvision ResNet-50 "
+                   f"{r['baseline']['images_per_second']:.1f} ({r['compute_dtype']})")
     elif name == "prepare_memory":
         ours, tenth, base = r["ours"], r["ours_at_tenth"], r["baseline"]
         out.append(f"- peak RSS MiB: ours {ours['peak_rss_mb']:.0f} (at n/10: {tenth['peak_rss_mb']:.0f}), "
@@ -159,6 +163,10 @@ def summary(results: Path) -> tuple[str, str]:
             measured = f"peak RSS {r['peak_rss_mb']:.0f} MiB (load-all {r['baseline']['peak_rss_mb']:.0f} MiB)"
         elif r["name"] == "head_sweep":
             measured += f", sweep / one head {r['sweep_to_one_head_ratio']:.2f}×"
+        elif r["name"] == "model_zoo":
+            measured = (f"ViT-S/16 {r['ours']['images_per_second']:.1f} vs ResNet-50 "
+                        f"{r['baseline']['images_per_second']:.1f} images/s (time/image "
+                        f"{r['time_per_image_ratio']:.2f}×)")
         quick = " (quick)" if r.get("quick") else ""
         rows.append(f"| {r['name']}{quick} | {r['baseline']['seconds']:.2f} | {r['ours']['seconds']:.3f} | "
                     f"{r['speedup']:.2f}× | {measured} | {_target(r['target'])} | "

@@ -42,6 +42,7 @@ SMALL_PARAMS = {
                  "label_smoothing": 0.0, "freeze_norm": True, "freeze_epochs": 0, "augment": "none",
                  "patience": None, "class_weight": "none"},
     "evaluate": {"normalize_confusion": False},
+    "zero_shot": {"templates": ["a photo of a {}."]},
 }
 
 

@@ -20,6 +20,7 @@ from benchmarks import (
     head_sweep,
     head_vs_frozen,
     incremental,
+    model_zoo,
     prepare_memory,
     scaling,
     task_reuse,
@@ -70,6 +71,7 @@ def test_quick_run_of_every_benchmark_writes_result_json(tmp_path):
     _check_scaling(loaded["scaling"])
     _check_prepare_memory(loaded["prepare_memory"])
     _check_head_sweep(loaded["head_sweep"])
+    _check_model_zoo(loaded["model_zoo"])
 
     summary = (results / "summary.md").read_text()
     for name in (*BENCHMARKS, *NOT_BUILT):
@@ -155,6 +157,16 @@ def _check_head_sweep(r: dict) -> None:
     assert r["same_predictions"] is True and r["max_logit_difference"] < 1e-3
     assert r["mlp_diagnostic"]["heads"] == head_sweep.QUICK["mlp_heads"]
     assert r["mlp_diagnostic"]["same_predictions"] is True
+
+
+def _check_model_zoo(r: dict) -> None:
+    n = model_zoo.QUICK["n"]
+    assert {(x["round"], x["method"]) for x in r["runs"]} == {
+        (k, m) for k in range(model_zoo.ROUNDS) for m in model_zoo.METHODS}
+    assert sum(x["images"] for x in r["runs"] if x["method"] == "ours") == n  # every image, once per model
+    assert (r["baseline"]["dim"], r["ours"]["dim"], r["ours_dinov2_readout"]["dim"]) == (2048, 384, 5 * 384)
+    assert 20e6 < r["ours"]["parameters"] < 25e6 and 24e6 < r["baseline"]["parameters"] < 27e6
+    assert _number(r["time_per_image_ratio"]) and r["time_per_image_ratio"] > 0
 
 
 def test_quick_head_sweep_alone(tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ class TaskImages:
     rows: pd.DataFrame
     classes: list[str]
     backbone: Path
-    readout: tuple[str, int]  # the feature set's (pooling, blocks): what of the backbone its head was fit on
+    readout: tuple[str, int] = ("model", 1)  # the feature set's (pooling, blocks): what its head was fit on
 
     def part(self, *splits: str) -> pd.DataFrame:
         return self.rows[self.rows["split"].isin(splits)]

@@ -38,7 +38,8 @@ def project(tmp_path_factory, digits_root, private_store):
         "device": "cpu", "datasets": {"tiny": {"source": "imagefolder", "root": str(images)}},
         "backbones": {"clip": {"source": "open_clip", "arch": str(config)},
                       "r18": {"arch": "resnet18", "image_size": 32}},
-        "features": {"clip": {"dataset": "tiny", "backbone": "clip"}, "r18": {"dataset": "tiny", "backbone": "r18"}},
+        "features": {"clip": {"dataset": "tiny", "backbone": "clip"},
+                     "r18": {"dataset": "tiny", "backbone": "r18"}},
         "tasks": {"digits": {"features": "clip", "shots": 3, "efficiency_shots": [1, 3],
                              "class_text": {"0": "zero", "1": "one", "2": "two"}},
                   "plain": {"features": "r18"}},
@@ -66,7 +67,8 @@ def image_tower_calls(fn):
 def test_class_prompts_run_the_text_tower_only(project):
     layout, params = project
     task = params.tasks["digits"]
-    info, passes = image_tower_calls(lambda: zero_shot.write_zero_shot("digits", task, params.zero_shot, 0, layout))
+    info, passes = image_tower_calls(
+        lambda: zero_shot.write_zero_shot("digits", task, params.zero_shot, 0, layout))
     assert passes == 0
     assert info["ran"] and info["classes"] == ["0", "1", "2"]
     assert info["prompts"][1] == ["a photo of the number one.", "a handwritten one."]
@@ -119,4 +121,20 @@ def test_class_text_must_name_classes_of_the_task(project):
 
 def test_templates_hold_one_slot():
     with pytest.raises(PipelineError, match="exactly once"):
-        parse({"datasets": {}, "backbones": {}, "features": {}, "tasks": {}, "zero_shot": {"templates": ["a {} {}"]}})
+        parse({"datasets": {}, "backbones": {}, "features": {}, "tasks": {},
+               "zero_shot": {"templates": ["a {} {}"]}})
+
+
+def test_the_image_tower_fine_tunes_and_trains_from_scratch(project):
+    """finetune (LP-FT from the probe) and scratch on an OpenCLIP backbone: the image tower is the trunk."""
+    layout, params = project
+    task = params.tasks["digits"].model_copy(update={"finetune": "lpft", "scratch": True})
+    train_task_head("clip-ft", task, params.head, 0, layout.root, layout.head("clip-ft"))
+    ft = train_on_images("finetune", "clip-ft", task, params.finetune.model_copy(update={"epochs": 1}), 0,
+                         layout, CPU)
+    sc = train_on_images("scratch", "clip-ft", task, params.finetune.model_copy(update={"epochs": 1}), 0,
+                         layout, CPU)
+    assert ft["mode"] == "lpft" and ft["epochs_run"] == 1 and sc["ran"] and sc["epochs_run"] == 1
+    for folder in (layout.finetune("clip-ft"), layout.scratch("clip-ft")):
+        preds = pd.read_parquet(folder / "predictions.parquet")
+        assert set(preds["split"]) == {"val", "test"} and preds["pred"].between(0, 2).all()
