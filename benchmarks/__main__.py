@@ -19,7 +19,8 @@ from benchmarks import BENCHMARKS, NOT_BUILT
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_TEXT = {"speedup_min": "speedup ≥ {}×", "time_per_image_ratio_max": "time/image ratio ≤ {}×",
                "peak_rss_ratio_max": "peak RSS ratio ≤ {}×", "peak_rss_mb_max": "peak RSS ≤ {} MiB",
-               "sweep_to_one_head_ratio_max": "sweep / one head ≤ {}×"}
+               "sweep_to_one_head_ratio_max": "sweep / one head ≤ {}×",
+               "ours_seconds_max": "ours ≤ {} s", "accuracy_gap_max": "accuracy gap ≤ {}"}
 
 
 def meets(result: dict, target: dict) -> bool:
@@ -135,6 +136,8 @@ def details(r: dict) -> list[str]:
             out.append(f"  | {pt['n']} | {pt['seconds']:.2f} | {pt['seconds_per_image'] * 1000:.2f} ms | "
                        f"{pt['images_per_second']:.1f} | {pt['peak_rss_mb']:.0f} | "
                        f"{pt.get('rss_before_run_mb', float('nan')):.0f} |")
+    elif name == "head_scale":
+        out.extend(f"- {n}" for n in r["notes"])
     elif name == "model_zoo":
         out.append(f"- images/s: timm ViT-S/16 {r['ours']['images_per_second']:.1f}, with the DINOv2 readout "
                    f"{r['ours_dinov2_readout']['images_per_second']:.1f}; torchvision ResNet-50 "
@@ -163,6 +166,9 @@ def summary(results: Path) -> tuple[str, str]:
             measured = f"peak RSS {r['peak_rss_mb']:.0f} MiB (load-all {r['baseline']['peak_rss_mb']:.0f} MiB)"
         elif r["name"] == "head_sweep":
             measured += f", sweep / one head {r['sweep_to_one_head_ratio']:.2f}×"
+        elif r["name"] == "head_scale":
+            measured = (f"ours {r['ours_seconds']:.1f} s, accuracy {r['ours']['test_accuracy']:.4f} vs "
+                        f"{r['baseline']['test_accuracy']:.4f} (gap {r['accuracy_gap']:.4f})")
         elif r["name"] == "model_zoo":
             measured = (f"ViT-S/16 {r['ours']['images_per_second']:.1f} vs ResNet-50 "
                         f"{r['baseline']['images_per_second']:.1f} images/s (time/image "

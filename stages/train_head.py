@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
         params = P.load(layout.params)
         entry = params.entry("tasks", task)
         res = train_task_head(task, entry, params.head, params.seed, layout.root, layout.head(task))
-        zero = write_zero_shot(task, entry, params.zero_shot, params.seed, layout)
+        zero = write_zero_shot(task, entry, params.head.prompt_templates, params.seed, layout)
         print(f"train_head@{task}: val accuracy {res.val_accuracy:.3f} on {res.n_train} "
               f"training images ({res.seconds:.1f}s)" + (", zero-shot head encoded" if zero["ran"] else ""))
 

@@ -36,13 +36,13 @@ SMALL_PARAMS = {
               "fewshot-random": {"features": "digits-random", "classes": [5, 6, 7, 8, 9], "shots": 5}},
     # Sections spelled out in full, as in params.yaml: `dvc exp run -S head.lr=...` overrides existing keys only.
     "head": {"kind": "linear", "hidden_dim": 256, "epochs": 20, "batch_size": 256, "lr": 0.01,
-             "weight_decay": 0.0001, "standardize": True, "optimizer": "adamw", "C": 1.0,
+             "weight_decay": 0.0001, "standardize": True, "optimizer": "adamw", "C": 1.0, "reference": "always",
+             "prompt_templates": ["a photo of a {}."],
              "sweep": {"kind": ["linear"], "lr": [0.01, 0.05], "weight_decay": [0.0001, 1.0]}},
     "finetune": {"epochs": 1, "batch_size": 32, "lr": 0.0003, "backbone_lr_mult": 0.1, "weight_decay": 0.0001,
                  "label_smoothing": 0.0, "freeze_norm": True, "freeze_epochs": 0, "augment": "none",
                  "patience": None, "class_weight": "none"},
     "evaluate": {"normalize_confusion": False},
-    "zero_shot": {"templates": ["a photo of a {}."]},
 }
 
 

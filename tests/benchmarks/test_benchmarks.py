@@ -17,6 +17,7 @@ from benchmarks import (
     BENCHMARKS,
     NOT_BUILT,
     extraction,
+    head_scale,
     head_sweep,
     head_vs_frozen,
     incremental,
@@ -72,6 +73,7 @@ def test_quick_run_of_every_benchmark_writes_result_json(tmp_path):
     _check_prepare_memory(loaded["prepare_memory"])
     _check_head_sweep(loaded["head_sweep"])
     _check_model_zoo(loaded["model_zoo"])
+    _check_head_scale(loaded["head_scale"])
 
     summary = (results / "summary.md").read_text()
     for name in (*BENCHMARKS, *NOT_BUILT):
@@ -167,6 +169,13 @@ def _check_model_zoo(r: dict) -> None:
     assert (r["baseline"]["dim"], r["ours"]["dim"], r["ours_dinov2_readout"]["dim"]) == (2048, 384, 5 * 384)
     assert 20e6 < r["ours"]["parameters"] < 25e6 and 24e6 < r["baseline"]["parameters"] < 27e6
     assert _number(r["time_per_image_ratio"]) and r["time_per_image_ratio"] > 0
+
+
+def _check_head_scale(r: dict) -> None:
+    assert list(r["by_dim"]) == [str(d) for d in head_scale.QUICK["dims"]]
+    for side in ("ours", "baseline"):  # both fitted and scored on the same held-out rows
+        assert 0.5 < r[side]["test_accuracy"] <= 1 and r[side]["C"] in head_scale.C_GRID
+    assert r["accuracy_gap"] == abs(r["ours"]["test_accuracy"] - r["baseline"]["test_accuracy"])
 
 
 def test_quick_head_sweep_alone(tmp_path, monkeypatch):

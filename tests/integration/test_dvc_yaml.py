@@ -65,7 +65,7 @@ def expected() -> dict[str, dict]:
     for name, task in P.tasks.items():
         feats = rel(L.features(task.features))
         want[f"train_head@{name}"] = {"outs": {rel(L.head(name)), rel(L.zero_shot(name))}, "deps": {feats},
-                                      "params": {f"tasks.{name}", "head", "zero_shot", "seed"}}
+                                      "params": {f"tasks.{name}", "head", "seed"}}
         want[f"finetune@{name}"] = {"outs": {rel(L.finetune(name)), rel(L.curves("finetune", name)),
                                              rel(L.run_record(name, "finetune"))},
                                     "deps": {feats, rel(L.head(name))},

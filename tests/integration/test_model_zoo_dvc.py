@@ -1,6 +1,7 @@
 """A timm backbone and an OpenCLIP backbone (the smallest real models, random init, offline) through `dvc repro`
-to the report, under real DVC in a temporary git repository: the timm task fine-tuned with LP-FT, the OpenCLIP
-task with its zero-shot head; then a new label set on the CLIP feature set runs no image tower."""
+to the report, under real DVC in a temporary git repository: the timm task fine-tuned with LP-FT and trained
+from scratch, the OpenCLIP task with its zero-shot head; then a new label set on the CLIP feature set runs no
+image tower."""
 from __future__ import annotations
 
 import copy
@@ -21,7 +22,7 @@ PARAMS = {**copy.deepcopy(SMALL_PARAMS), "pretrain": {},
           "features": {"digits-vit": {"dataset": "digits", "backbone": "vit", "pooling": "cls+mean", "blocks": 2},
                        "digits-clip": {"dataset": "digits", "backbone": "clip"}},
           "tasks": {"vit-fewshot": {"features": "digits-vit", "classes": [5, 6, 7, 8, 9], "shots": 5,
-                                    "finetune": "lpft"},
+                                    "finetune": "lpft", "scratch": True},
                     "clip-fewshot": {"features": "digits-clip", "classes": [5, 6, 7, 8, 9], "shots": 5,
                                      "efficiency_shots": [1, 5]}}}
 
@@ -43,6 +44,7 @@ def test_timm_and_open_clip_backbones_run_to_the_report(built):
     layout = Layout(repo)
     vit = json.loads((layout.results("vit-fewshot") / "metrics.json").read_text())
     assert vit["finetune"]["mode"] == "lpft" and "zero_shot" not in vit  # fine-tuned: timm trunk + the probe
+    assert vit["scratch"]["n_train"] == 25  # the timm architecture trained from random init
     clip = json.loads((layout.results("clip-fewshot") / "metrics.json").read_text())
     zero = clip["zero_shot"]
     assert zero["n_train"] == 0 and {"test_accuracy", "macro_f1"} <= set(zero)

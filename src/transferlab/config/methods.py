@@ -54,6 +54,24 @@ class Head(Strict):
     C: float = Field(1.0, gt=0, description="optimizer lbfgs: inverse regularisation strength")
     sweep: Sweep | None = Field(None, description="fit a grid of heads (lbfgs: one per C, warm-started; adamw: "
                                 "all together in one pass) and keep the best on val; null: the one head above")
+    prompt_templates: list[str] = Field(["a photo of a {}."], min_length=1, description="the zero-shot head of a "
+                                        "task on an OpenCLIP feature set: each class's text ({} in each template; "
+                                        "tasks.<t>.class_text, else its name) through the text tower, averaged "
+                                        "over the templates (the CLIP paper's prompt ensemble)")
+    reference: Literal["auto", "always", "never"] = Field(
+        "auto", description="the scikit-learn reference row, a check on the head that costs about as much as the "
+        "linear probe: always, never, or auto: where the task's training features hold at most "
+        "heads.reference.AUTO_MAX_VALUES values (rows x dimensions), where it takes seconds")
+
+    @field_validator("prompt_templates")
+    @classmethod
+    def _one_slot(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if t.count("{}") != 1:
+                raise ValueError(f"{t!r}: a template holds {{}} exactly once, where the class text goes")
+        if len(set(v)) != len(v):
+            raise ValueError(f"templates repeat: {v}")
+        return v
 
     @model_validator(mode="after")
     def _decay_below_one(self) -> Head:
@@ -110,21 +128,3 @@ class Finetune(Strict):
 
 class Evaluate(Strict):
     normalize_confusion: bool = False
-
-
-class ZeroShot(Strict):
-    """The zero-shot head of a task on an OpenCLIP feature set: each class's text (its name, or the task's
-    class_text) in every template, encoded by the text tower and averaged (the CLIP paper's prompt ensemble)."""
-
-    templates: list[str] = Field(["a photo of a {}."], min_length=1, description="prompt templates; {} stands "
-                                 "for the class text")
-
-    @field_validator("templates")
-    @classmethod
-    def _one_slot(cls, v: list[str]) -> list[str]:
-        for t in v:
-            if t.count("{}") != 1:
-                raise ValueError(f"{t!r}: a template holds {{}} exactly once, where the class text goes")
-        if len(set(v)) != len(v):
-            raise ValueError(f"templates repeat: {v}")
-        return v

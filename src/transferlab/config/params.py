@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError, field_validator, model_validator
 
 from transferlab.config.errors import PipelineError
-from transferlab.config.methods import Evaluate, Finetune, Head, Sweep, ZeroShot  # noqa: F401  (re-exported)
+from transferlab.config.methods import Evaluate, Finetune, Head, Sweep  # noqa: F401  (re-exported)
 from transferlab.config.sections import (  # noqa: F401  (re-exported: P.Task, P.Head, ... for the stages)
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -36,7 +36,6 @@ class Params(Strict):
     head: Head = Head()
     finetune: Finetune = Finetune()
     evaluate: Evaluate = Evaluate()
-    zero_shot: ZeroShot = ZeroShot()
 
     @field_validator("device")
     @classmethod

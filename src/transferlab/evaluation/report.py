@@ -22,7 +22,7 @@ def _seconds(layout: Layout, name: str) -> dict:
     """Training seconds per metrics kind of one task."""
     head_info = json.loads((layout.head(name) / HEAD_INFO_FILE).read_text())
     runs = {m: layout.run_record(name, m) for m in ("finetune", "scratch")}
-    return {"head": head_info["seconds"], "reference": head_info["reference"]["seconds"],
+    return {"head": head_info["seconds"], "reference": head_info["reference"].get("seconds"),
             **{m: json.loads(p.read_text())["seconds"] if p.is_file() else None for m, p in runs.items()}}
 
 
@@ -43,12 +43,14 @@ def runs(params: P.Params, layout: Layout) -> dict:
 def report(params: P.Params, layout: Layout) -> pd.DataFrame:
     """Collect every task's metrics.json into reports/summary.csv and reports/report.md, and the run records
     into reports/runs.json -> the table."""
-    rows = []
+    rows, skipped = [], []
     for name, task in params.tasks.items():
         path = layout.results(name) / "metrics.json"
         if not path.is_file():
             raise PipelineError(f"{path} not found; run `dvc repro evaluate@{name}` first")
         seconds = _seconds(layout, name)
+        if why := json.loads((layout.head(name) / HEAD_INFO_FILE).read_text())["reference"].get("skipped"):
+            skipped.append(f"- {name}: no reference row ({why})\n")
         for kind, m in json.loads(path.read_text()).items():
             method = m.get("mode", kind) if kind == "finetune" else kind
             rows.append({"task": name, "method": method, "features": task.features,
@@ -64,7 +66,8 @@ def report(params: P.Params, layout: Layout) -> pd.DataFrame:
                "features; `zero_shot`: an OpenCLIP feature set's class names through its text tower, no training "
                "image; `scratch`: the same architecture trained from random init, the no-transfer baseline; "
                "`over seeds`: test accuracy mean ± std over the task's `shot_seeds` draws of its k shots).\n\n"
-               + markdown(table) + "\n" + efficiency_section(params, layout))
+               + markdown(table) + "\n" + ("\n" + "".join(skipped) if skipped else "")
+               + efficiency_section(params, layout))
     return table
 
 

@@ -44,9 +44,11 @@ def feature_predictions(task_name: str, task: P.Task, seed: int, layout: Layout)
     frame = evals[["image_id", "split", "target", "y"]]
     info = json.loads((layout.head(task_name) / HEAD_INFO_FILE).read_text())
     head = head_file.load(layout.head(task_name) / HEAD_FILE)
-    ref = reference.load(layout.head(task_name) / REFERENCE_FILE)
-    return {"head": (frame.assign(pred=head_file.predict(head, x).argmax(1)), info),
-            "reference": (frame.assign(pred=reference.predict(ref, x)), {**info, **info["reference"]})}
+    preds = {"head": (frame.assign(pred=head_file.predict(head, x).argmax(1)), info)}
+    if "skipped" not in info["reference"]:  # head.reference
+        ref = reference.load(layout.head(task_name) / REFERENCE_FILE)
+        preds["reference"] = (frame.assign(pred=reference.predict(ref, x)), {**info, **info["reference"]})
+    return preds
 
 
 def zero_shot_predictions(task_name: str, task: P.Task, seed: int, layout: Layout) -> tuple | None:
@@ -81,13 +83,17 @@ def few_label_results(task_name: str, task: P.Task, head_cfg: P.Head, seed: int,
     efficiency_shots, else the task's own point) -> efficiency.csv (a DVC plot) and efficiency.png."""
     feats, index = load_features(task.features, layout.root)
     known = {}
+    methods = fewshot.METHODS if head_cfg.reference != "never" else tuple(
+        m for m in fewshot.METHODS if m != "reference")  # the draws are few-shot: auto fits it on them
     if task.shot_seeds:
-        known[task.shots] = fewshot.over_seeds(feats, index, task, task_name, task.shot_seeds, head_cfg)
+        known[task.shots] = fewshot.over_seeds(feats, index, task, task_name, task.shot_seeds, head_cfg,
+                                               methods)
         for method, summary in fewshot.seed_summary(known[task.shots]).items():
-            metrics[method].update(summary)
+            if method in metrics:  # a reference left out of the full task (head.reference) has no row
+                metrics[method].update(summary)
     if task.efficiency_shots:
         curve = fewshot.efficiency(feats, index, task, task_name, task.efficiency_shots,
-                                   task.shot_seeds or [seed], head_cfg, known=known)
+                                   task.shot_seeds or [seed], head_cfg, methods, known=known)
     else:  # a task using every training image: its mean count per class
         curve = fewshot.own_points(metrics, task.shots or round(metrics["head"]["n_train"] / n_classes, 1))
     if "zero_shot" in metrics:  # no training image: the curve's k = 0 point
@@ -100,7 +106,7 @@ def few_label_results(task_name: str, task: P.Task, head_cfg: P.Head, seed: int,
 
 def _require_inputs(task_name: str, layout: Layout) -> None:
     """The trained models' files, named with the stage that writes them, before anything is read."""
-    needed = {layout.head(task_name) / f: "train_head" for f in (HEAD_INFO_FILE, HEAD_FILE, REFERENCE_FILE)}
+    needed = {layout.head(task_name) / f: "train_head" for f in (HEAD_INFO_FILE, HEAD_FILE)}
     needed[layout.finetune(task_name) / FINETUNE_INFO_FILE] = "finetune"
     for path, stage in needed.items():
         if not path.is_file():

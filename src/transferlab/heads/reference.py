@@ -15,6 +15,20 @@ from safetensors.numpy import load_file, save_file
 from transferlab.io.atomic import atomic_path
 
 C_GRID = tuple(10.0 ** k for k in range(-4, 3))
+# head.reference auto fits the reference on at most this many training values (rows x dimensions): 2,000 x 2,048
+# ResNet-50 features take seconds; 51,000 x 512 took about two minutes (issue #17's measurement), as long as
+# the head itself.
+AUTO_MAX_VALUES = 4_200_000
+
+
+def skipped(policy: str, n: int, dim: int) -> str | None:
+    """Why head.reference `policy` leaves the reference out for n x dim training features, or None to fit it."""
+    if policy == "never":
+        return "head.reference: never"
+    if policy == "auto" and n * dim > AUTO_MAX_VALUES:
+        return (f"head.reference: auto fits it on at most {AUTO_MAX_VALUES:,} training values; this task has "
+                f"{n:,} x {dim:,} (head.reference: always fits it anyway)")
+    return None
 
 
 def fit(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, seed: int) -> tuple[dict, dict]:

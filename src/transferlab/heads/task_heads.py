@@ -29,8 +29,8 @@ class HeadResult:
 
 
 def train_task_head(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: Path, out_dir: Path) -> HeadResult:
-    """Fit the head (or head.sweep's best on val) and the reference on the task's cached features; write
-    head.safetensors, reference.safetensors, sweep.csv and head.json into out_dir."""
+    """Fit the head (or head.sweep's best on val) and the reference (as head.reference says) on the task's
+    cached features; write head.safetensors, reference.safetensors, sweep.csv and head.json into out_dir."""
     feats, index = load_features(task.features, root)
     sel = select(index, task, seed, task_name)
     train, val = sel.split("train"), sel.split("val")
@@ -47,7 +47,11 @@ def train_task_head(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: 
               "weight_decay": c.weight_decay, "C": c.C,
               "val_accuracy": round(a, 6), "final_train_loss": round(loss, 6)}
              for c, a, loss in zip(grid, accs, stats["final_train_loss"], strict=True)]
-    ref_weights, ref = reference.fit(x, y, x_val, y_val, seed)
+    ref_path = out_dir / REFERENCE_FILE
+    if why := reference.skipped(cfg.reference, *x.shape):
+        ref_weights, ref = None, {"skipped": why}
+    else:
+        ref_weights, ref = reference.fit(x, y, x_val, y_val, seed)
     info = {"task": task_name, "features": task.features, "classes": sel.classes,
             "hyperparameters": {**grid[best].model_dump(), "sweep": cfg.model_dump()["sweep"]},
             "n_train": int(len(train)),
@@ -55,7 +59,10 @@ def train_task_head(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: 
             "selected": sweep[best]["config"], "sweep": sweep, "reference": ref}
     out_dir.mkdir(parents=True, exist_ok=True)
     head_file.save(head, out_dir / HEAD_FILE, {"classes": sel.classes})
-    reference.save(ref_weights, out_dir / REFERENCE_FILE, ref)
+    if ref_weights is None:
+        ref_path.unlink(missing_ok=True)
+    else:
+        reference.save(ref_weights, ref_path, ref)
     write_csv(out_dir / SWEEP_FILE, pd.DataFrame(sweep)[SWEEP_COLUMNS])
     write_json(out_dir / HEAD_INFO_FILE, info)
     return HeadResult(val_acc, len(train), stats["seconds"])

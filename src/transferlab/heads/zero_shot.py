@@ -21,18 +21,19 @@ from transferlab.features import sets
 from transferlab.io.atomic import atomic_path, write_json
 
 
-def prompts(classes: list[str], task_name: str, task: P.Task, cfg: P.ZeroShot) -> list[list[str]]:
+def prompts(classes: list[str], task_name: str, task: P.Task, templates: list[str]) -> list[list[str]]:
     """Per class, its text in every template."""
     text = dict(task.class_text or {})
     unknown = sorted(set(text) - set(classes))
     if unknown:
         raise PipelineError(f"tasks.{task_name}.class_text: {unknown[0]!r} is not a class of the task; its "
                             f"classes are {', '.join(classes)}")
-    return [[t.format(text.get(c, c)) for t in cfg.templates] for c in classes]
+    return [[t.format(text.get(c, c)) for t in templates] for c in classes]
 
 
-def write_zero_shot(task_name: str, task: P.Task, cfg: P.ZeroShot, seed: int, layout: Layout) -> dict:
-    """Encode the task's class prompts with its feature set's text tower into layout.zero_shot(task_name)
+def write_zero_shot(task_name: str, task: P.Task, templates: list[str], seed: int, layout: Layout) -> dict:
+    """Encode the task's class prompts (head.prompt_templates) with its feature set's text tower into
+    layout.zero_shot(task_name)
     -> what zero_shot.json records ({"ran": false, ...} where the feature set has no text tower)."""
     out_dir = layout.zero_shot(task_name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def write_zero_shot(task_name: str, task: P.Task, cfg: P.ZeroShot, seed: int, la
         raise PipelineError(f"{backbone_dir} holds other weights than the ones feature set {task.features} was "
                             f"extracted with; run `dvc repro features@{task.features}` (or `dvc pull`) first")
     classes = select(index, task, seed, task_name).classes
-    texts = prompts(classes, task_name, task, cfg)
+    texts = prompts(classes, task_name, task, templates)
     weight = clip_backbones.class_embeddings(model, clip_backbones.tokenizer(backbone_dir), texts)
     with atomic_path(out_dir / ZERO_SHOT_FILE) as tmp:
         save_file({"weight": weight.contiguous()}, tmp)

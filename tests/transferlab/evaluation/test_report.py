@@ -72,3 +72,26 @@ def test_runs_json_holds_every_run_records_numbers(built):
     assert runs["scratch"]["few"]["seconds"] > 0
     # skipped methods record seconds None, which is no number: nothing is left of their record
     assert runs["scratch"]["plain"] == {}
+
+
+@pytest.mark.parametrize("policy", ["never", "auto"])
+def test_a_reference_left_out_has_no_row_and_the_report_says_why(tmp_path, monkeypatch, policy):
+    """head.reference: never, or auto on more training values than heads.reference.AUTO_MAX_VALUES."""
+    from tests.projects import pixels_features
+    from transferlab.heads import reference as ref_module
+
+    if policy == "auto":  # the 600 x 64 pixels are 38,400 values: lower the bound below them
+        monkeypatch.setattr(ref_module, "AUTO_MAX_VALUES", 10_000)
+    layout, params = pixels_features(tmp_path, head={"optimizer": "lbfgs", "reference": policy,
+                                                     "sweep": {"C": [0.1, 1.0]}})
+    task = params.tasks["pixels"]
+    train_task_head("pixels", task, params.head, 0, layout.root, layout.head("pixels"))
+    info = json.loads((layout.head("pixels") / "head.json").read_text())
+    assert set(info["reference"]) == {"skipped"} and f"head.reference: {policy}" in info["reference"]["skipped"]
+    assert not (layout.head("pixels") / "reference.safetensors").exists()
+    train_on_images("finetune", "pixels", task, params.finetune, 0, layout, CPU)
+    metrics = evaluate("pixels", task, params.evaluate, 0, layout, params.head)
+    assert "reference" not in metrics and {"head", "prototype"} <= set(metrics)
+    table = report.report(params, layout)
+    assert "reference" not in set(table["method"])
+    assert "- pixels: no reference row (head.reference:" in layout.report_md.read_text()

@@ -43,8 +43,7 @@ def project(tmp_path_factory, digits_root, private_store):
         "tasks": {"digits": {"features": "clip", "shots": 3, "efficiency_shots": [1, 3],
                              "class_text": {"0": "zero", "1": "one", "2": "two"}},
                   "plain": {"features": "r18"}},
-        "zero_shot": {"templates": ["a photo of the number {}.", "a handwritten {}."]},
-        "head": {"epochs": 5}})
+        "head": {"epochs": 5, "prompt_templates": ["a photo of the number {}.", "a handwritten {}."]}})
     prepare(params.datasets["tiny"], layout.prepared("tiny"), seed=0)
     for name in ("clip", "r18"):
         backbones.create(name, params.backbones[name], layout.backbone(name), 0)
@@ -68,7 +67,7 @@ def test_class_prompts_run_the_text_tower_only(project):
     layout, params = project
     task = params.tasks["digits"]
     info, passes = image_tower_calls(
-        lambda: zero_shot.write_zero_shot("digits", task, params.zero_shot, 0, layout))
+        lambda: zero_shot.write_zero_shot("digits", task, params.head.prompt_templates, 0, layout))
     assert passes == 0
     assert info["ran"] and info["classes"] == ["0", "1", "2"]
     assert info["prompts"][1] == ["a photo of the number one.", "a handwritten one."]
@@ -92,7 +91,7 @@ def test_metrics_and_the_efficiency_curve_start_at_zero_shots(project):
     layout, params = project
     for name, task in params.tasks.items():
         train_task_head(name, task, params.head, 0, layout.root, layout.head(name))
-        zero_shot.write_zero_shot(name, task, params.zero_shot, 0, layout)
+        zero_shot.write_zero_shot(name, task, params.head.prompt_templates, 0, layout)
         train_on_images("finetune", name, task, params.finetune, 0, layout, CPU)
         evaluate(name, task, params.evaluate, 0, layout, params.head)
     metrics = json.loads((layout.results("digits") / "metrics.json").read_text())
@@ -116,13 +115,13 @@ def test_class_text_must_name_classes_of_the_task(project):
     layout, params = project
     task = params.tasks["digits"].model_copy(update={"class_text": {"7": "seven"}})
     with pytest.raises(PipelineError, match="tasks.digits.class_text: '7' is not a class"):
-        zero_shot.write_zero_shot("digits", task, params.zero_shot, 0, layout)
+        zero_shot.write_zero_shot("digits", task, params.head.prompt_templates, 0, layout)
 
 
 def test_templates_hold_one_slot():
     with pytest.raises(PipelineError, match="exactly once"):
         parse({"datasets": {}, "backbones": {}, "features": {}, "tasks": {},
-               "zero_shot": {"templates": ["a {} {}"]}})
+               "head": {"prompt_templates": ["a {} {}"]}})
 
 
 def test_the_image_tower_fine_tunes_and_trains_from_scratch(project):
