@@ -16,12 +16,16 @@ from transferlab.heads.head_file import HeadFile
 
 # scikit-learn's lbfgs stopping rule: LogisticRegression's max_iter and tol, and the scipy options it passes
 OPTIONS = {"maxiter": 2000, "maxls": 50, "gtol": 1e-4, "ftol": 64 * np.finfo(float).eps}
+# Feature matrices of at least this many values (after the span reduction) are multiplied in float32: there
+# the products are the fit's time; below it float64 costs little and keeps the stopping point where
+# scikit-learn's is (float32 moved the default few-shot head's test accuracy by one image of 134).
+FLOAT32_MIN_VALUES = 1 << 22
 
 
 def lbfgs_path(x: np.ndarray, y: np.ndarray, n_classes: int, cfgs: list[Head]) -> list[tuple[HeadFile, dict]]:
     """One head per cfg (its C; they share `standardize`): mean cross-entropy + lam/2 |W|^2 (bias free) on
-    standardised features, minimised by scipy's L-BFGS-B (the iterate in float64, the products with the features
-    in float32) with scikit-learn's options, so it stops
+    standardised features, minimised by scipy's L-BFGS-B (the iterate in float64; the products with the features
+    in float32 from FLOAT32_MIN_VALUES values up) with scikit-learn's options, so it stops
     as scikit-learn's lbfgs does (the largest gradient entry below tol 1e-4, or 2000 iterations). lam =
     1 / (C n) is scikit-learn's C objective divided by C n; with two classes scikit-learn fits one logistic
     weight w = w1 - w2, whose penalty |w|^2 / 2 is matched by lam = 2 / (C n) on the pair (w1 = -w2 at the
@@ -58,12 +62,13 @@ def lbfgs_path(x: np.ndarray, y: np.ndarray, n_classes: int, cfgs: list[Head]) -
     onehot = np.eye(n_classes)[np.asarray(y)]
     theta = np.zeros(n_classes * (z.shape[1] + 1))  # W row by row, then the bias
     out = {}
-    # The products in float32, the rest (the iterate L-BFGS moves, softmax, loss, gradient sums) in float64: at
+    # Large products in float32, the rest (the iterate L-BFGS moves, softmax, loss, gradient sums) in float64: at
     # 51,000 x 512, 10 classes, 7 Cs, the path took 37.5 s in float64 and 27.4 s so on the features of
     # benchmarks/head_scale.py (30.0 s and 17.6 s on an easier generator), with the same val accuracy per C to 3
     # decimals and the same test accuracy (measured side by side). One BLAS thread even there: two took 24.5 s
     # against 17.6 on this 2-core machine (OpenBLAS's threads spin).
-    z = z.astype(np.float32)
+    if z.size >= FLOAT32_MIN_VALUES:
+        z = z.astype(np.float32)
     with threadpool_limits(1):  # small products, many of them: a second BLAS thread only spins (one_thread)
         for i in sorted(range(len(cfgs)), key=lambda i: cfgs[i].C):
             start = time.perf_counter()

@@ -138,3 +138,18 @@ def test_lbfgs_settings_are_checked(section, message):
 
     with pytest.raises(ValidationError, match=message):
         Head(**section)
+
+
+def test_float32_products_reach_the_same_optimum(monkeypatch):
+    """Large feature matrices are multiplied in float32 (linear_probe.FLOAT32_MIN_VALUES): the head is the
+    float64 one up to the stopping tolerance."""
+    x, y = _overlapping(150, 4)
+    xt, _ = _overlapping(60, 4, seed=1)
+    cfgs = [Head(optimizer="lbfgs", C=c) for c in (0.01, 1.0)]
+    wide = linear_probe.lbfgs_path(x, y, 4, cfgs)  # 600 x 24 values: float64
+    monkeypatch.setattr(linear_probe, "FLOAT32_MIN_VALUES", 0)
+    narrow = linear_probe.lbfgs_path(x, y, 4, cfgs)
+    for (a, _), (b, _) in zip(wide, narrow, strict=True):
+        pa, pb = head_file.predict(a, xt), head_file.predict(b, xt)
+        assert (pa.argmax(1) == pb.argmax(1)).mean() >= 0.99
+        np.testing.assert_allclose(pa - pa.mean(1, keepdims=True), pb - pb.mean(1, keepdims=True), atol=1e-2)
