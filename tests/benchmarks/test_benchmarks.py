@@ -174,7 +174,7 @@ def _check_model_zoo(r: dict) -> None:
 def _check_head_scale(r: dict) -> None:
     assert list(r["by_dim"]) == [str(d) for d in head_scale.QUICK["dims"]]
     for side in ("ours", "baseline"):  # both fitted and scored on the same held-out rows
-        assert 0.5 < r[side]["test_accuracy"] <= 1 and r[side]["C"] in head_scale.C_GRID
+        assert 0.2 < r[side]["test_accuracy"] <= 1 and r[side]["C"] in head_scale.C_GRID  # chance: 0.1
     assert r["accuracy_gap"] == abs(r["ours"]["test_accuracy"] - r["baseline"]["test_accuracy"])
 
 
