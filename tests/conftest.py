@@ -88,4 +88,4 @@ def digits_root(tmp_path_factory) -> Path:
 
 
 # Fixtures of tests/projects.py, for every test folder (its helper functions are imported from it directly).
-from tests.projects import private_store, raw_digits, tiny_digits  # noqa: E402, F401
+from tests.projects import private_store, raw_digits, tiny_digits, tiny_prepared  # noqa: E402, F401

@@ -70,6 +70,27 @@ def tiny_clip_config(folder: Path) -> Path:
     return folder / "tiny-clip.json"
 
 
+def plant_hf_repo(cache: Path, repo_id: str, files: dict) -> Path:
+    """A Hugging Face cache entry as huggingface_hub reads it offline: models--<org>--<name>/snapshots/<sha>/,
+    each of `files` (name -> writer(path)) written into the snapshot. -> the snapshot folder."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for name, write in files.items():
+        write(snapshot / name)
+    return snapshot
+
+
+@pytest.fixture(scope="module")
+def tiny_prepared(tmp_path_factory, tiny_digits) -> Path:
+    """A project root with tiny_digits prepared as dataset `tiny` (no backbone yet)."""
+    root = tmp_path_factory.mktemp("tiny-prepared")
+    prepare(Dataset(source="imagefolder", root=str(tiny_digits)), Layout(root).prepared("tiny"), seed=0)
+    return root
+
+
 def pixels_features(root: Path, head: dict | None = None,
                     split_p: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> tuple[Layout, P.Params]:
     """A project whose feature set is 600 of scikit-learn's real digits as 64 raw pixels (no backbone to

@@ -7,7 +7,6 @@ import copy
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -18,11 +17,10 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import ENV, SMALL_PARAMS
-from tests.projects import TINY_CLIP, tiny_clip_config
+from tests.projects import TINY_CLIP, plant_hf_repo, tiny_clip_config
 from transferlab.config.errors import PipelineError
-from transferlab.config.params import Backbone, Dataset, FeatureSet
+from transferlab.config.params import Backbone, FeatureSet
 from transferlab.config.paths import Layout
-from transferlab.data.prepare import prepare
 from transferlab.data.transforms import ImageFiles, transform
 from transferlab.features import sets
 from transferlab.features.build import build
@@ -63,26 +61,7 @@ def test_image_size_is_the_models_own(tmp_path):
                          tmp_path / "c", seed=0)
 
 
-def plant_hf_repo(cache: Path, repo_id: str, files: dict) -> Path:
-    """A Hugging Face cache entry as huggingface_hub reads it offline: models--<org>--<name>/snapshots/<sha>/."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    for name, write in files.items():
-        write(snapshot / name)
-    return snapshot
-
-
-@pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory, tiny_digits) -> Path:
-    root = tmp_path_factory.mktemp("clip-project")
-    prepare(Dataset(source="imagefolder", root=str(tiny_digits)), Layout(root).prepared("tiny"), seed=0)
-    return root
-
-
-def test_hub_weights_come_from_the_hugging_face_cache_offline(tiny_project, tmp_path):
+def test_hub_weights_come_from_the_hugging_face_cache_offline(tiny_prepared, tmp_path):
     """OpenCLIP's real loader (hf-hub: -> huggingface_hub) finds a planted repository with the network off, and
     its weights, not random ones, are what extract the features."""
     torch.manual_seed(1234)
@@ -92,7 +71,7 @@ def test_hub_weights_come_from_the_hugging_face_cache_offline(tiny_project, tmp_
         "open_clip_config.json": lambda p: p.write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {
             "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bilinear"}})),
         "open_clip_model.safetensors": lambda p: save_file(planted, p)})
-    root = tiny_project
+    root = tiny_prepared
     params = {**copy.deepcopy(SMALL_PARAMS), "pretrain": {}, "features": {}, "tasks": {},
               "backbones": {"hub": {"source": "open_clip", "arch": "hf-hub:someone/tiny-clip",
                                     "weights": "pretrained"},

@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import ENV, SMALL_PARAMS
+from tests.projects import plant_hf_repo
 from transferlab.config.errors import PipelineError
-from transferlab.config.params import Backbone, Dataset, FeatureSet, parse
+from transferlab.config.params import Backbone, FeatureSet, parse
 from transferlab.config.paths import Layout
-from transferlab.data.prepare import prepare
 from transferlab.features import sets
 from transferlab.features.build import build
 from transferlab.models import backbones
@@ -80,37 +80,19 @@ def test_a_local_state_dict_is_what_gets_saved(tmp_path):
     assert (info.num_classes, info.source["kind"]) == (3, "file")
 
 
-def plant_hub_checkpoint(cache: Path, arch: str, state: dict) -> Path:
-    """The Hugging Face cache layout huggingface_hub reads offline: models--<org>--<name>/snapshots/<sha>/."""
-    repo_id = timm.models.get_pretrained_cfg(arch).hf_hub_id
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    save_file(state, snapshot / "model.safetensors")
-    return snapshot / "model.safetensors"
-
-
 def run_stage(root: Path, stage: str, name: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", f"stages.{stage}", name], cwd=root, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory, tiny_digits) -> Path:
-    root = tmp_path_factory.mktemp("timm-project")
-    prepare(Dataset(source="imagefolder", root=str(tiny_digits)), Layout(root).prepared("tiny"), seed=0)
-    return root
-
-
-def test_pretrained_weights_come_from_the_hugging_face_cache_offline(tiny_project, tmp_path):
+def test_pretrained_weights_come_from_the_hugging_face_cache_offline(tiny_prepared, tmp_path):
     """The real loader (timm -> huggingface_hub) finds a planted checkpoint with the network off, and those
     weights, not random ones, are what extract the features."""
     torch.manual_seed(1234)
     planted = timm.create_model(VIT).state_dict()
-    plant_hub_checkpoint(tmp_path / "hub", VIT, planted)
-    root = tiny_project
+    plant_hf_repo(tmp_path / "hub", timm.models.get_pretrained_cfg(VIT).hf_hub_id,
+                  {"model.safetensors": lambda p: save_file(planted, p)})
+    root = tiny_prepared
     params = {**copy.deepcopy(SMALL_PARAMS), "pretrain": {}, "features": {}, "tasks": {},
               "backbones": {"vit": {"source": "timm", "arch": VIT, "weights": "pretrained", "image_size": 32},
                             "vit-random": {"source": "timm", "arch": VIT, "weights": "none", "image_size": 32}}}
@@ -144,7 +126,7 @@ def test_pretrained_weights_come_from_the_hugging_face_cache_offline(tiny_projec
     assert not np.allclose(feats["vit-random"][:4], want, atol=1e-2)
 
 
-def test_missing_pretrained_weights_fail_on_one_line_offline(tiny_project, tmp_path):
+def test_missing_pretrained_weights_fail_on_one_line_offline(tiny_prepared, tmp_path):
     root = tmp_path / "p"
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(
@@ -190,9 +172,9 @@ def test_pooling_that_a_model_lacks_fails_on_one_line(tmp_path):
         FeatureSet(dataset="d", backbone="v", blocks=2)
 
 
-def test_two_readouts_of_one_model_never_share_rows(tiny_project, tmp_path):
+def test_two_readouts_of_one_model_never_share_rows(tiny_prepared, tmp_path):
     """Other layers or pooling, another feature key: each set extracts its own rows into its own store."""
-    layout = Layout(tiny_project)
+    layout = Layout(tiny_prepared)
     backbones.create("v32", Backbone(source="timm", arch=VIT, image_size=32), layout.backbone("v32"), seed=0)
     manifest = pd.read_parquet(layout.manifest("tiny"))
     results, metas = {}, {}
