@@ -18,6 +18,9 @@ class Sweep(Strict):
     weight_decay: list[float] | None = Field(None, min_length=1)
     C: list[float] | None = Field(None, min_length=1, description="optimizer lbfgs: the inverse regularisation "
                                   "strengths to sweep (scikit-learn's C)")
+    refine: int = Field(0, ge=0, le=6, description="optimizer lbfgs: rounds of a coarse-to-fine search after the "
+                        "C grid, each fitting the geometric midpoints between the best C on val and its "
+                        "neighbours (1 over a decade grid: the half-decades either side of the best)")
 
     @field_validator("lr", "weight_decay", "C")
     @classmethod
@@ -81,9 +84,12 @@ class Head(Strict):
                 raise ValueError("optimizer lbfgs trains linear heads only; set kind: linear (and sweep.kind)")
             if s.lr or s.weight_decay:
                 raise ValueError("optimizer lbfgs sweeps C, not lr or weight_decay; use sweep.C")
+            if s.refine and len(s.C or []) < 2:
+                raise ValueError("sweep.refine searches between the Cs of sweep.C; give it at least two")
             return self
-        if s.C:
-            raise ValueError("sweep.C is for optimizer lbfgs; optimizer adamw sweeps lr and weight_decay")
+        if s.C or s.refine:
+            raise ValueError("sweep.C and sweep.refine are for optimizer lbfgs; optimizer adamw sweeps lr and "
+                             "weight_decay")
         worst = max((h.lr * h.weight_decay, h.lr, h.weight_decay) for h in self.grid())
         if worst[0] >= 1:
             raise ValueError(f"lr {worst[1]} x weight_decay {worst[2]} >= 1: AdamW's decoupled decay "

@@ -13,6 +13,7 @@ from transferlab.config.methods import Evaluate, Finetune, Head, Sweep  # noqa: 
 from transferlab.config.sections import (  # noqa: F401  (re-exported: P.Task, P.Head, ... for the stages)
     IMAGENET_MEAN,
     IMAGENET_STD,
+    POOLINGS,
     Backbone,
     Dataset,
     FeatureSet,
@@ -60,9 +61,11 @@ class Params(Strict):
         for name, f in self.features.items():
             _known(f"features.{name}.dataset", f.dataset, self.datasets, "datasets")
             _known(f"features.{name}.backbone", f.backbone, models, "backbones or pretrain")
-            if f.pooling != "model" and getattr(models[f.backbone], "source", "torchvision") != "timm":
-                raise ValueError(f"features.{name}.pooling: {f.pooling!r} is for timm backbones; "
-                                 f"{f.backbone} gives the input of its classifier (pooling: model)")
+            source = getattr(models[f.backbone], "source", "torchvision")  # pretrain entries: torchvision
+            allowed = POOLINGS[source]
+            if f.pooling not in allowed:
+                raise ValueError(f"features.{name}.pooling: {f.pooling!r} does not read {f.backbone}, a {source} "
+                                 f"model; it takes pooling {' or '.join(allowed)}")
         for name, t in self.tasks.items():
             _known(f"tasks.{name}.features", t.features, self.features, "features")
         return self

@@ -11,6 +11,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# the feature-set poolings each backbone library's models can be read with (FeatureSet.pooling)
+POOLINGS = {"torchvision": ("model", "mean"), "timm": ("model", "cls", "mean", "cls+mean"),
+            "open_clip": ("model",)}
+
+
 class Strict(BaseModel):
     """A params section: unknown keys fail, values are frozen once validated."""
 
@@ -140,11 +145,14 @@ class FeatureSet(Strict):
     workers: int = Field(2, ge=1, description="executor dask: worker processes of a local cluster")
     shard_images: int = Field(2048, ge=1, description="executor dask: images per shard (one Dask task each)")
     pooling: Literal["model", "cls", "mean", "cls+mean"] = Field(
-        "model", description="which features: model: the pooled pre-logits (the classifier's input); timm "
-        "backbones also: cls (class tokens), mean (mean patch token, or averaged feature map of a CNN), cls+mean "
-        "(the DINOv2 linear-evaluation input), each from the last `blocks` blocks. Part of the feature key")
-    blocks: int = Field(1, ge=1, description="pooling cls / mean / cls+mean: how many of the last blocks "
-                        "(concatenated)")
+        "model", description="which features: model: the pooled pre-logits (the classifier's input); mean: the "
+        "averaged feature map of a CNN's blocks (torchvision or timm) or the mean patch token (timm "
+        "transformers); timm transformers also: cls (class tokens), cls+mean (the DINOv2 linear-evaluation "
+        "input). Part of the feature key")
+    blocks: int | tuple[int, ...] = Field(1, description="pooling cls / mean / cls+mean: which blocks, their "
+                                          "features concatenated: n, the last n; or a list of blocks from 0, "
+                                          "negative from the end ([-2]: the block before the last, whose "
+                                          "features transfer better to a target unlike the source)")
 
     @model_validator(mode="after")
     def _dask_only(self) -> FeatureSet:
@@ -152,6 +160,10 @@ class FeatureSet(Strict):
             raise ValueError("scheduler is for executor: dask; set executor: dask or leave scheduler out")
         if self.pooling == "model" and self.blocks != 1:
             raise ValueError("blocks is for pooling cls, mean or cls+mean; pooling model reads the last block")
+        if isinstance(self.blocks, int) and self.blocks < 1:
+            raise ValueError(f"blocks {self.blocks}: the number of last blocks is at least 1")
+        if isinstance(self.blocks, tuple) and not self.blocks:
+            raise ValueError("blocks []: name at least one block")
         return self
 
 

@@ -14,10 +14,12 @@ from safetensors.numpy import load_file, save_file
 
 from transferlab.io.atomic import atomic_path
 
-C_GRID = tuple(10.0 ** k for k in range(-4, 3))
+# 13 values, half a decade apart, from 1e-4 to 1e2: a finer grid than the head's default decades, which its
+# sweep.refine searches within, so that the reference row checks the search as well as the fit (#17)
+C_GRID = tuple(10.0 ** (k / 2) for k in range(-8, 5))
 # head.reference auto fits the reference on at most this many training values (rows x dimensions): 2,000 x 2,048
-# ResNet-50 features take seconds; 51,000 x 512 took about two minutes (issue #17's measurement), as long as
-# the head itself.
+# ResNet-50 features take seconds; 51,000 x 512 took about two minutes over 7 Cs (issue #17's measurement),
+# several times the head itself (benchmarks/head_scale.py).
 AUTO_MAX_VALUES = 4_200_000
 
 

@@ -39,8 +39,8 @@ def train_task_head(task_name: str, task: P.Task, cfg: P.Head, seed: int, root: 
     if not len(val):  # one rule for the head, its sweep and the reference: what val chooses needs val rows
         raise PipelineError(f"tasks.{task_name}: no val images among its classes, and the head and the "
                             "reference's C are chosen on them; raise the dataset's val_fraction or add images")
-    grid = cfg.grid()  # one head without a sweep
     fitted = fit_best(x, y, x_val, y_val, len(sel.classes), cfg, seed)
+    grid = fitted.configs  # one head without a sweep; lbfgs: the grid, then sweep.refine's Cs
     head, accs, best, stats = fitted.head, fitted.val_accuracy, fitted.best, fitted.stats
     val_acc = accs[best]
     sweep = [{"config": _label(c), "kind": c.kind, "optimizer": c.optimizer, "lr": c.lr,

@@ -16,9 +16,10 @@ from torch import nn
 from torchvision import models
 
 from transferlab.config.errors import PipelineError
-from transferlab.config.sections import Backbone, Preprocessing
+from transferlab.config.sections import POOLINGS, Backbone, Preprocessing
 from transferlab.io.atomic import atomic_path, write_json
 from transferlab.io.hashing import file_sha256
+from transferlab.models import cnn_blocks
 
 WEIGHTS_FILE = "weights.safetensors"
 INFO_FILE = "backbone.json"
@@ -245,14 +246,15 @@ def load_classifier(backbone_dir: Path) -> tuple[nn.Module, BackboneInfo]:
 
 
 def _check_pooling(info: BackboneInfo, pooling: str) -> None:
-    if info.library != "timm" and pooling != "model":
-        raise PipelineError(f"pooling {pooling!r} is for timm backbones; {info.name} is a {info.library} model, "
-                            "whose features are the input of its classifier (pooling: model)")
+    if pooling not in (allowed := POOLINGS[info.library]):
+        raise PipelineError(f"pooling {pooling!r} does not read a {info.library} model ({info.name}); it takes "
+                            f"{' or '.join(allowed)}")
 
 
-def load_trunk(backbone_dir: Path, pooling: str = "model", blocks: int = 1) -> tuple[nn.Module, BackboneInfo]:
+def load_trunk(backbone_dir: Path, pooling: str = "model",
+               blocks: int | tuple[int, ...] = 1) -> tuple[nn.Module, BackboneInfo]:
     """The saved model without its classifier: it outputs its pooled penultimate features (pooling: model), or
-    for a timm model a readout of its last `blocks` blocks (timm_backbones.Readout)."""
+    a readout of `blocks` (timm_backbones.Readout; for a torchvision CNN, cnn_blocks.StageReadout)."""
     model, info = load_classifier(backbone_dir)
     _check_pooling(info, pooling)
     if info.library == "timm":
@@ -261,22 +263,27 @@ def load_trunk(backbone_dir: Path, pooling: str = "model", blocks: int = 1) -> t
         return timm_backbones.trunk(model, pooling, blocks)[0], info
     if info.library == "open_clip":
         return model.visual, info
+    if pooling == "mean":
+        return cnn_blocks.StageReadout(model, blocks), info
     _set_module(model, info.classifier, nn.Identity())
     return model, info
 
 
-def readout(info: BackboneInfo, pooling: str = "model", blocks: int = 1) -> tuple[str, int]:
-    """(what the features are, for the feature key; their width), without loading the weights."""
+def readout(info: BackboneInfo, pooling: str = "model", blocks: int | tuple[int, ...] = 1) -> tuple[str, int]:
+    """(what the features are, for the feature key; their width), without the weights. A tuple of blocks is
+    keyed by its indices from 0, so [-2] and [2] of a 4-block model share their rows."""
     _check_pooling(info, pooling)
     if pooling == "model":
         layer = {"timm": "pre_logits", "open_clip": "image embedding (encode_image)"}.get(
             info.library, f"input of {info.classifier}")
         return layer, info.feature_dim
-    from transferlab.models import timm_backbones
-
     with torch.device("meta"):  # the architecture only: no memory, no init
-        model = build(info.arch, 0, info.library, info.model_kwargs)
-    return f"{pooling} of the last {blocks} blocks", timm_backbones.Readout(model, pooling, blocks).dim
+        model = build(info.arch, 0 if info.library == "timm" else info.num_classes, info.library,
+                      info.model_kwargs)
+    indices, depth, dim = cnn_blocks.describe(model, info.library, pooling, blocks)
+    if isinstance(blocks, int):  # the keys written before block lists existed
+        return f"{pooling} of the last {blocks} blocks", dim
+    return f"{pooling} of blocks {indices} of {depth}", dim
 
 
 def versions(library: str = "torchvision") -> dict:

@@ -14,6 +14,7 @@ from timm.data import resolve_model_data_config
 from torch import nn
 
 from transferlab.config.errors import PipelineError
+from transferlab.models.blocks import block_indices
 
 POOLINGS = ("model", "cls", "mean", "cls+mean")
 
@@ -110,33 +111,33 @@ def is_token_model(model: nn.Module) -> bool:
 class Readout(nn.Module):
     """Features from the last `blocks` blocks of a timm model, through forward_intermediates (normalised as the
     final norm does):
-    - cls: the class tokens of the last `blocks` blocks, concatenated (transformers);
-    - mean: the mean patch token (transformers) or the spatially averaged map (CNNs) of each of the last
-      `blocks` blocks, concatenated;
-    - cls+mean: the DINOv2 linear-evaluation input: the class tokens of the last `blocks` blocks and the mean
-      patch token of the last block."""
+    - cls: the class tokens of the `blocks` (an int n: the last n; a tuple: those, cnn_blocks.block_indices),
+      concatenated (transformers);
+    - mean: the mean patch token (transformers) or the spatially averaged map (CNNs) of each of the blocks,
+      concatenated;
+    - cls+mean: the DINOv2 linear-evaluation input: the class tokens of the blocks and the mean patch token of
+      the deepest."""
 
-    def __init__(self, model: nn.Module, pooling: str, blocks: int):
+    def __init__(self, model: nn.Module, pooling: str, blocks: int | tuple[int, ...]):
         super().__init__()
         tokens = is_token_model(model)
         if pooling in ("cls", "cls+mean") and not (tokens and model.num_prefix_tokens > 0):
             raise PipelineError(f"pooling {pooling!r} needs a transformer with a class token; "
                                 f"{type(model).__name__} has none: use pooling mean or model")
-        depth = len(model.blocks) if tokens else len(model.feature_info)
-        if blocks > depth:
-            raise PipelineError(f"blocks {blocks}: {type(model).__name__} has {depth} blocks")
-        self.model, self.pooling, self.blocks, self.tokens = model, pooling, blocks, tokens
+        self.depth = len(model.blocks) if tokens else len(model.feature_info)
+        self.indices = block_indices(blocks, self.depth, type(model).__name__)  # from 0, ascending
+        self.model, self.pooling, self.tokens = model, pooling, tokens
         if tokens:
             width = model.embed_dim
-            self.dim = width * (blocks + (pooling == "cls+mean"))
+            self.dim = width * (len(self.indices) + (pooling == "cls+mean"))
         else:
-            self.dim = sum(int(info["num_chs"]) for info in model.feature_info[-blocks:])
+            self.dim = sum(int(model.feature_info[i]["num_chs"]) for i in self.indices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tokens:
-            maps = self.model.forward_intermediates(x, indices=self.blocks, intermediates_only=True)
+            maps = self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True)
             return torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
-        out = self.model.forward_intermediates(x, indices=self.blocks, return_prefix_tokens=True, norm=True,
+        out = self.model.forward_intermediates(x, indices=self.indices, return_prefix_tokens=True, norm=True,
                                                output_fmt="NLC", intermediates_only=True)
         cls = [prefix[:, 0] for _, prefix in out]
         if self.pooling == "cls":
@@ -146,7 +147,7 @@ class Readout(nn.Module):
         return torch.cat([*cls, out[-1][0].mean(dim=1)], dim=1)
 
 
-def trunk(model: nn.Module, pooling: str, blocks: int) -> tuple[nn.Module, int]:
+def trunk(model: nn.Module, pooling: str, blocks: int | tuple[int, ...]) -> tuple[nn.Module, int]:
     """(the module that computes the features, their width)."""
     if pooling == "model":
         return drop_classifier(model), int(model.num_features)

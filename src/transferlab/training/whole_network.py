@@ -51,7 +51,8 @@ class TaskImages:
     rows: pd.DataFrame
     classes: list[str]
     backbone: Path
-    readout: tuple[str, int] = ("model", 1)  # the feature set's (pooling, blocks): what its head was fit on
+    # the feature set's (pooling, blocks): what its head was fit on
+    readout: tuple[str, int | tuple[int, ...]] = ("model", 1)
 
     def part(self, *splits: str) -> pd.DataFrame:
         return self.rows[self.rows["split"].isin(splits)]
@@ -64,8 +65,9 @@ def task_images(task_name: str, task: P.Task, seed: int, layout: Layout) -> Task
     manifest = pd.read_parquet(layout.manifest(meta["dataset"]))[wanted]
     rows = sel.rows.merge(manifest, on="image_id", how="left", validate="many_to_one")
     readout = meta.get("readout", {})
+    blocks = readout.get("blocks", 1)  # a list in meta.json: the config's tuple
     return TaskImages(task_name, rows, sel.classes, layout.backbone(meta["backbone"]),
-                      (readout.get("pooling", "model"), readout.get("blocks", 1)))
+                      (readout.get("pooling", "model"), blocks if isinstance(blocks, int) else tuple(blocks)))
 
 
 def recipe(cfg: P.Finetune, seed: int, imgs: TaskImages, scratch: bool = False) -> trainer.Recipe:

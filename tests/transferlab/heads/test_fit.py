@@ -34,3 +34,23 @@ def test_nothing_is_chosen_without_val_rows():
         head_fit.fit_best(x, y, empty_x, empty_y, 3, Head(optimizer="lbfgs"), seed=0)
     with pytest.raises(ValueError, match="no val rows"):
         reference.fit(x, y, empty_x, empty_y, seed=0)
+
+
+def test_refine_tries_the_midpoints_either_side_of_the_best_c():
+    """sweep.refine 1 over a decade grid: after the grid, the half-decades either side of the best on val
+    (one side at the grid's edge), each fitted; the head kept is the best of all, the first among ties."""
+    x, y = _overlapping(60, 3)
+    xv, yv = _overlapping(30, 3, seed=2)
+    grid = [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0]
+    plain = head_fit.fit_best(x, y, xv, yv, 3, Head(sweep={"C": grid}), seed=0)
+    fitted = head_fit.fit_best(x, y, xv, yv, 3, Head(sweep={"C": grid, "refine": 1}), seed=0)
+    cs = [c.C for c in fitted.configs]
+    assert cs[:len(grid)] == grid and fitted.val_accuracy[:len(grid)] == plain.val_accuracy
+    best = grid[plain.best]
+    i = grid.index(best)
+    expected = [np.sqrt(best * grid[j]) for j in (i - 1, i + 1) if 0 <= j < len(grid)]
+    np.testing.assert_allclose(cs[len(grid):], expected)
+    assert fitted.val_accuracy[fitted.best] == max(fitted.val_accuracy) >= plain.val_accuracy[plain.best]
+    assert fitted.best == fitted.val_accuracy.index(max(fitted.val_accuracy))
+    two = head_fit.fit_best(x, y, xv, yv, 3, Head(sweep={"C": grid, "refine": 2}), seed=0)
+    assert len(two.configs) > len(fitted.configs)  # round two: midpoints around the new best

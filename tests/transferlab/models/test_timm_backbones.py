@@ -166,7 +166,8 @@ def test_pooling_that_a_model_lacks_fails_on_one_line(tmp_path):
         backbones.readout(info, "cls", 1)
     params = copy.deepcopy(SMALL_PARAMS)
     params["features"]["digits-random"]["pooling"] = "cls"  # a torchvision backbone
-    with pytest.raises(PipelineError, match="features.digits-random.pooling: 'cls' is for timm backbones"):
+    with pytest.raises(PipelineError, match="features.digits-random.pooling: 'cls' does not read random, a "
+                                            "torchvision model; it takes pooling model or mean"):
         parse(params)
     with pytest.raises(ValidationError, match="blocks is for pooling"):
         FeatureSet(dataset="d", backbone="v", blocks=2)
