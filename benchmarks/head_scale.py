@@ -73,7 +73,7 @@ def run(work: Path, quick: bool = False) -> dict:
                                "val_accuracy": round(fitted.val_accuracy[fitted.best], 4)},
                       "baseline": {"seconds": base_s, "test_accuracy": round(base_acc, 4), "C": summary["C"],
                                    "val_accuracy": summary["val_accuracy"]}}
-    tasks = default_tasks(PARAMS.parent)
+    tasks = {"skipped": "--quick: not run"} if quick else default_tasks(PARAMS.parent)
     main = sides[c["dims"][0]]
     gap = abs(main["baseline"]["test_accuracy"] - main["ours"]["test_accuracy"])
     shape = f"{c['n_train']:,} x {c['dims'][0]}"
@@ -99,7 +99,7 @@ def run(work: Path, quick: bool = False) -> dict:
         + [f"default task {t}: head {r['ours']['test_accuracy']:.4f} (C {r['ours']['C']:g}), scikit-learn 13 Cs "
            f"converged {r['sklearn_converged']['test_accuracy']:.4f} (C {r['sklearn_converged']['C']:g}), at tol "
            f"1e-4 {r['sklearn_tol_1e-4']['test_accuracy']:.4f} (C {r['sklearn_tol_1e-4']['C']:g})"
-           for t, r in tasks.items() if "ours" in r],
+           for t, r in tasks.items() if isinstance(r, dict) and "ours" in r],
     }
     return out
 
