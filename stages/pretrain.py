@@ -21,9 +21,12 @@ def main(argv: list[str] | None = None) -> None:
         params = P.load(layout.params)
         entry = params.entry("pretrain", name)
         manifest = pd.read_parquet(layout.manifest(entry.dataset))
-        info = pretrain(name, entry, manifest, layout.backbone(name), params.seed, resolve(params.device),
-                        layout.curves("pretrain", name))
-        print(f"pretrain@{name}: source val accuracy {info.source['source_val_accuracy']:.3f}")
+        seed = params.seed if entry.seed is None else entry.seed
+        info = pretrain(name, entry, manifest, layout.backbone(name), seed, resolve(params.device),
+                        layout.curves("pretrain", name), layout.checkpoints(name, "pretrain"))
+        resumed = info.source["resumed_from_epoch"]
+        print(f"pretrain@{name}: source val accuracy {info.source['source_val_accuracy']:.3f}"
+              + (f" (resumed after epoch {resumed})" if resumed else ""))
 
 
 if __name__ == "__main__":

@@ -82,8 +82,8 @@ def expected() -> dict[str, dict]:
             "deps": {feats, rel(L.head(name)), rel(L.finetune(name)), rel(L.scratch(name)),
                      rel(L.zero_shot(name))},
             "params": {f"tasks.{name}", "evaluate", "head"}}
-    want["report"] = {"outs": {rel(L.summary_csv), rel(L.report_md), rel(L.runs_json)},
-                      "metrics": {rel(L.runs_json)},
+    want["report"] = {"outs": {rel(L.summary_csv), rel(L.report_md), rel(L.runs_json), rel(L.transfer_json)},
+                      "metrics": {rel(L.runs_json), rel(L.transfer_json)},
                       "deps": {rel(L.results("x").parent), rel(L.features("x").parent), rel(L.task("x").parent)},
                       "params": {"tasks", "features"}}
     return want

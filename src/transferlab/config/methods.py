@@ -116,8 +116,9 @@ class Finetune(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     freeze_norm: bool = Field(True, description="keep batch-norm statistics fixed while fine-tuning")
     freeze_epochs: int = Field(0, ge=0, description="first epochs that train the head only (backbone frozen)")
-    augment: Literal["none", "light"] = Field("none", description="training-image augmentation; light: small "
-                                              "rotation/shift/scale, no flips (safe for digits and text)")
+    augment: Literal["none", "light", "crop", "crop+flip"] = Field(
+        "none", description="training-image augmentation; light: small rotation/shift/scale, no flips (safe for "
+        "digits and text); crop: a random resized crop (scale 0.5-1); crop+flip: and horizontal flips")
     patience: int | None = Field(None, ge=1, description="early stopping: stop after this many epochs "
                                  "without a better val accuracy and keep the best epoch; null: off")
     class_weight: Literal["none", "balanced"] = Field("none", description="balanced: weight the loss by "

@@ -98,3 +98,8 @@ class Layout:
         """Every run record's numbers in one git-tracked file: the DVC metric that diffs across commits (the
         records themselves are cached outputs, so that DVC's run-cache carries them with their stage)."""
         return self.root / "reports" / "runs.json"
+
+    @property
+    def transfer_json(self) -> Path:
+        """The "did transfer help?" comparisons' numbers (evaluation.transfer): a DVC metric in git."""
+        return self.root / "reports" / "transfer.json"

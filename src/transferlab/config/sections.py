@@ -118,6 +118,16 @@ class Pretrain(Preprocessing):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
+    augment: Literal["none", "light", "crop", "crop+flip"] = Field(
+        "none", description="training-image augmentation: light: small rotation/shift/scale; crop: a random "
+        "resized crop (scale 0.5-1) instead of the centre crop; crop+flip: and horizontal flips (natural images "
+        "only: a flip changes what a digit or a letter means)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    patience: int | None = Field(None, ge=1, description="early stopping on source-val accuracy, keeping the "
+                                 "best epoch; null: every epoch, the last kept")
+    seed: int | None = Field(None, description="the seed of this pretraining (init, batches); default the "
+                             "top-level seed. Entries that differ only in seed are one configuration, whose "
+                             "spread over seeds the report's \"did transfer help?\" measures")
 
     @field_validator("classes", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ from torchvision.transforms import InterpolationMode, v2
 from transferlab.config.errors import PipelineError
 from transferlab.data.images import decode
 
-AUGMENTATIONS = ("none", "light")
+AUGMENTATIONS = ("none", "light", "crop", "crop+flip")
 
 
 def transform(pre: dict, augment: str = "none") -> v2.Compose:
@@ -27,12 +27,19 @@ def transform(pre: dict, augment: str = "none") -> v2.Compose:
     # letter means. Fill 0 is the background of the digits (and the padding torchvision uses elsewhere).
     extra = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), interpolation=interp)] \
         if augment == "light" else []
+    # crop: Inception's random resized crop (a part of the resized image, at the crop size) for the centre crop,
+    # milder than ImageNet's scale 0.08-1: the small sources this stage trains on lose their object below half
+    crop = v2.RandomResizedCrop(pre["crop_size"], scale=(0.5, 1.0), interpolation=interp,
+                                antialias=pre["antialias"]) if augment.startswith("crop") else \
+        v2.CenterCrop(pre["crop_size"])
+    flip = [v2.RandomHorizontalFlip()] if augment == "crop+flip" else []
     return v2.Compose([
         v2.ToImage(),
         # the shorter side to resize_size (aspect kept), or squash: both sides to crop_size (OpenCLIP's SigLIP)
         v2.Resize((pre["crop_size"],) * 2 if pre.get("resize_mode") == "squash" else pre["resize_size"],
                   interpolation=interp, antialias=pre["antialias"]),
-        v2.CenterCrop(pre["crop_size"]),
+        crop,
+        *flip,
         *extra,
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(pre["mean"]), std=list(pre["std"])),

@@ -8,6 +8,7 @@ import pandas as pd
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
 from transferlab.config.paths import HEAD_INFO_FILE, Layout
+from transferlab.evaluation import transfer
 from transferlab.io.atomic import write_csv, write_json, write_text
 
 COLUMNS = ["task", "method", "features", "backbone", "backbone_run", "shots", "test_accuracy", "val_accuracy",
@@ -60,13 +61,15 @@ def report(params: P.Params, layout: Layout) -> pd.DataFrame:
     table = pd.DataFrame(rows).reindex(columns=COLUMNS).astype({"n_seeds": "Int64"})
     write_csv(layout.summary_csv, table)
     write_json(layout.runs_json, runs(params, layout))
+    verdicts, numbers = transfer.section(params, layout)
+    write_json(layout.transfer_json, numbers)
     write_text(layout.report_md, "# Results\n\nTest and validation accuracy per task and method "
                "(`seconds`: training time of that method; the `prototype` head has no training; "
                "`backbone_run`: whether it ran the backbone on the task's images, or only read the cached "
                "features; `zero_shot`: an OpenCLIP feature set's class names through its text tower, no training "
                "image; `scratch`: the same architecture trained from random init, the no-transfer baseline; "
                "`over seeds`: test accuracy mean ± std over the task's `shot_seeds` draws of its k shots).\n\n"
-               + markdown(table) + "\n" + ("\n" + "".join(skipped) if skipped else "")
+               + markdown(table) + "\n" + ("\n" + "".join(skipped) if skipped else "") + verdicts
                + efficiency_section(params, layout))
     return table
 

@@ -10,17 +10,21 @@ from torch.utils.data import DataLoader
 
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
+from transferlab.data import transforms
 from transferlab.data.tasks import label_order
-from transferlab.data.transforms import ImageFiles, transform
+from transferlab.io.hashing import file_sha256, fingerprint
 from transferlab.models import backbones
 from transferlab.training import loop
+from transferlab.training.checkpoints import Checkpoint
 from transferlab.training.curves import write_curves
 
 
 def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path, seed: int,
-             device: torch.device, curves_dir: Path) -> backbones.BackboneInfo:
-    """Train entry.arch from a seeded random init on the source classes of `manifest`; save it into out_dir,
-    its per-epoch curves into curves_dir."""
+             device: torch.device, curves_dir: Path, checkpoint_dir: Path) -> backbones.BackboneInfo:
+    """Train entry.arch from a seeded random init on the source classes of `manifest` (AdamW, warmup + cosine,
+    entry's augmentation and label smoothing; with patience, the best epoch on source val kept); save it into
+    out_dir, its per-epoch curves into curves_dir. Checkpointed every epoch under checkpoint_dir: a killed run
+    resumes to the same weights, and the checkpoint is removed once the backbone is saved."""
     classes = entry.classes or label_order(manifest["label"])
     frame = manifest[manifest["label"].astype(str).isin(classes)]
     missing = sorted(set(classes) - set(frame["label"].astype(str)))
@@ -28,11 +32,12 @@ def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path
         raise PipelineError(f"pretrain.{name}.classes: {missing} not in dataset {entry.dataset}")
     to_y = {c: i for i, c in enumerate(classes)}
     pre = backbones.preprocessing(entry)
-    tf = transform(pre)
+    tf = transforms.transform(pre)
 
     def loader(split: str, shuffle: bool) -> DataLoader:
         part = frame[frame["split"] == split]
-        ds = ImageFiles(part["path"], [to_y[str(v)] for v in part["label"]], tf)
+        ds = transforms.ImageFiles(part["path"], [to_y[str(v)] for v in part["label"]],
+                                   transforms.transform(pre, entry.augment) if shuffle else tf)
         gen = torch.Generator().manual_seed(seed)
         return DataLoader(ds, batch_size=entry.batch_size, shuffle=shuffle, generator=gen,
                           pin_memory=device.type == "cuda")
@@ -44,11 +49,21 @@ def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path
     model = backbones.build(entry.arch, len(classes))
     train = loader("train", True)
     val = loader("val", False)
-    stats = loop.fit_recipe(model, [{"params": model.parameters(), "lr": entry.lr}], train,
-                            loop.Recipe(entry.epochs, weight_decay=entry.weight_decay), device, val=val,
-                            desc=f"pretrain@{name}")
+    recipe = loop.Recipe(entry.epochs, weight_decay=entry.weight_decay, label_smoothing=entry.label_smoothing,
+                         patience=entry.patience, seed=seed)
+    used = frame[["image_id", "split", "label", "sha256"]].astype(str).to_json(orient="values")
+    checkpoint = Checkpoint(checkpoint_dir, fingerprint({
+        "entry": entry.model_dump(), "seed": seed, "device": str(device), "rows": used, "recipe": recipe,
+        "code": [file_sha256(Path(m.__file__)) for m in (loop, backbones, transforms)]
+        + [file_sha256(Path(__file__))], "versions": backbones.versions()}))
+    stats = loop.fit_recipe(model, [{"params": model.parameters(), "lr": entry.lr}], train, recipe, device,
+                            val=val, checkpoint=checkpoint, desc=f"pretrain@{name}")
     write_curves(curves_dir, stats)
     val_acc = float((loop.predict(model, val, device).argmax(1) == np.array(val.dataset.targets)).mean())
     source = {"kind": "pretrain", "dataset": entry.dataset, "classes": classes, "epochs": entry.epochs,
-              "source_val_accuracy": round(val_acc, 4), "seconds": round(stats["seconds"], 2)}
-    return backbones.save(model.cpu(), out_dir, name, entry.arch, pre, source)
+              "epochs_run": stats["epochs_run"], "best_epoch": stats["best_epoch"],
+              "source_val_accuracy": round(val_acc, 4), "seconds": round(stats["seconds"], 2),
+              "resumed_from_epoch": stats["resumed_from_epoch"]}
+    info = backbones.save(model.cpu(), out_dir, name, entry.arch, pre, source)
+    checkpoint.clear()
+    return info

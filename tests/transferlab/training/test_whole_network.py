@@ -178,15 +178,16 @@ def test_balanced_class_weights_and_validation(project):
         parse({**SMALL_PARAMS, "finetune": {**SMALL_PARAMS["finetune"], "augment": "flip"}})
 
 
-def test_light_augmentation_moves_pixels_reproducibly(project):
+@pytest.mark.parametrize("augment", ["light", "crop", "crop+flip"])
+def test_augmentation_moves_pixels_reproducibly(project, augment):
     layout, manifest = project
     pre = backbones.read_info(layout.backbone("bb")).preprocessing
     img = images.decode(manifest["path"].iloc[0])
     plain = transforms.transform(pre)(img)
     torch.manual_seed(3)
-    a = [transforms.transform(pre, "light")(img) for _ in range(4)]
+    a = [transforms.transform(pre, augment)(img) for _ in range(4)]
     torch.manual_seed(3)
-    b = [transforms.transform(pre, "light")(img) for _ in range(4)]
+    b = [transforms.transform(pre, augment)(img) for _ in range(4)]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))  # drawn from torch's RNG only
     assert all(x.shape == plain.shape for x in a)
     assert sum(not torch.allclose(x, plain) for x in a) >= 3
