@@ -30,8 +30,8 @@ class Fitted:
 def fit_best(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int, cfg: Head,
              seed: int) -> Fitted:
     """Fit cfg's head, or each head of cfg.sweep, and keep the best on val: the highest val accuracy, ties to
-    the first in grid order (kind, then lr, then weight decay, as written; lbfgs: C as written, then the Cs of
-    sweep.refine in the order fitted). Without val rows nothing can be
+    the first in grid order (kind, then lr, then weight decay, as written); lbfgs: ties to the smallest C, the
+    strongest regularisation (the heads: C as written, then the Cs of sweep.refine in the order fitted). Without val rows nothing can be
     chosen: a ValueError (the stages say which task, before fitting)."""
     if not len(y_val):
         raise ValueError("no val rows to choose a head on")
@@ -40,7 +40,9 @@ def fit_best(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
         stats = {"seconds": sum(f.stats["seconds"] for f in fits),
                  "final_train_loss": [f.stats["final_train_loss"] for f in fits]}
         accs = [f.val_accuracy for f in fits]
-        return Fitted([f.cfg for f in fits], [f.head for f in fits], accs, int(np.argmax(accs)), stats)
+        # ties to the strongest regularisation (the smallest C), wherever sweep.refine put it in the order
+        best = min(range(len(fits)), key=lambda i: (-accs[i], fits[i].cfg.C))
+        return Fitted([f.cfg for f in fits], [f.head for f in fits], accs, best, stats)
     from transferlab.heads import torch_heads as heads  # torch
 
     if cfg.sweep is None:

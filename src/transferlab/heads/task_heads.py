@@ -1,7 +1,7 @@
 """A task's heads on a cached feature set (the backbone never runs): the configured head, or every head of
 head.sweep with the best on val kept (the highest val accuracy, ties to the first in grid order: kind, then lr,
-then weight decay, as written; the reference keeps the first of its C grid the same way), and the reference
-row. head.json and sweep.csv record every head."""
+then weight decay, as written; lbfgs: to the smallest C, as the reference keeps the first of its ascending C
+grid), and the reference row. head.json and sweep.csv record every head."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -38,7 +38,7 @@ def test_nothing_is_chosen_without_val_rows():
 
 def test_refine_tries_the_midpoints_either_side_of_the_best_c():
     """sweep.refine 1 over a decade grid: after the grid, the half-decades either side of the best on val
-    (one side at the grid's edge), each fitted; the head kept is the best of all, the first among ties."""
+    (one side at the grid's edge), each fitted; the head kept is the best of all, the smallest C among ties."""
     x, y = _overlapping(60, 3)
     xv, yv = _overlapping(30, 3, seed=2)
     grid = [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0]
@@ -51,6 +51,7 @@ def test_refine_tries_the_midpoints_either_side_of_the_best_c():
     expected = [np.sqrt(best * grid[j]) for j in (i - 1, i + 1) if 0 <= j < len(grid)]
     np.testing.assert_allclose(cs[len(grid):], expected)
     assert fitted.val_accuracy[fitted.best] == max(fitted.val_accuracy) >= plain.val_accuracy[plain.best]
-    assert fitted.best == fitted.val_accuracy.index(max(fitted.val_accuracy))
+    tied = [c for c, a in zip(cs, fitted.val_accuracy, strict=True) if a == max(fitted.val_accuracy)]
+    assert cs[fitted.best] == min(tied)  # ties: the strongest regularisation, though refine fitted it later
     two = head_fit.fit_best(x, y, xv, yv, 3, Head(sweep={"C": grid, "refine": 2}), seed=0)
     assert len(two.configs) > len(fitted.configs)  # round two: midpoints around the new best
