@@ -31,8 +31,8 @@ def fit_best(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
              seed: int) -> Fitted:
     """Fit cfg's head, or each head of cfg.sweep, and keep the best on val: the highest val accuracy, ties to
     the first in grid order (kind, then lr, then weight decay, as written); lbfgs: ties to the smallest C, the
-    strongest regularisation (the heads: C as written, then the Cs of sweep.refine in the order fitted). Without val rows nothing can be
-    chosen: a ValueError (the stages say which task, before fitting)."""
+    strongest regularisation (the heads: C as written, then the Cs of sweep.refine in the order fitted).
+    Without val rows nothing can be chosen: a ValueError (the stages say which task, before fitting)."""
     if not len(y_val):
         raise ValueError("no val rows to choose a head on")
     if cfg.optimizer == "lbfgs":  # one full-batch L-BFGS per C on the warm-started path, then sweep.refine's
