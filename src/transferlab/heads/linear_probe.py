@@ -50,10 +50,10 @@ class Problem:
     softmax's curvature 1/k per class times Sigma, plus the penalty). This is a change of variables, not of the
     problem: the same objective in W, the same optimum. Pooled CNN features are correlated and ill-conditioned
     (their covariance's eigenvalues fall off as a power law), and there plain L-BFGS needs hundreds of
-    iterations per C; preconditioned, tens (51,000 x 512: 27.8 s for the 7-value path before, 8.4 s after, the
-    same C chosen and test accuracy to 0.001; benchmarks/head_scale.py). The stopping test (scikit-learn's,
-    largest gradient entry below tol) reads U's gradient, so the fit stops at a point within the tolerance of
-    scikit-learn's, not the same one.
+    iterations per C; preconditioned, 15-27 (51,000 x 512: the 7-value path took 27.8 s before, the 9 fits of
+    the grid and sweep.refine take 11.7 s now, on the row blocks below; benchmarks/head_scale.py). The stopping
+    test is scikit-learn's, read on W's gradient: the largest entry below tol. Read on U's it let strongly
+    regularised fits stop 8x further from the optimum than scikit-learn's.
 
     With fewer training images than feature dimensions (n < d: 699 x 2048 for a 5-class task on 2,000 ResNet-50
     features), the fit runs in the span of the training rows. Z^T = Q R (Q: d x n, orthonormal columns). The
@@ -90,9 +90,8 @@ class Problem:
         self.pool = pool if n_blocks > 1 else None
 
     def objective(self, theta: np.ndarray, lam: float) -> tuple[float, np.ndarray]:
-        """_objective over every row: block by block (on the pool where there is one), summed in block order."""
-        if len(self.blocks) == 1:
-            return _objective(theta, self.z, self.onehot, lam)
+        """Mean softmax cross-entropy of the logits z W^T + b, plus lam/2 |W|^2; and its gradient (W, then b):
+        block by block (on the pool where there is one), summed in block order."""
         k = self.k
         w, b = theta[:-k].reshape(k, -1), theta[-k:]
         wt = w.T.astype(self.z.dtype)
@@ -168,10 +167,11 @@ def lbfgs_path(x: np.ndarray, y: np.ndarray, n_classes: int, cfgs: list[Head]) -
 
 def search(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int,
            cfg: Head) -> list[Fit]:
-    """cfg's grid of C on the warm-started path (lbfgs_path), each head scored on val; then sweep.refine
-    rounds, each fitting the geometric midpoints between the best C so far and its neighbours among the Cs
-    tried (from the best's solution): with the default decade grid, round one tries the half-decades either
-    side of the best. In the order fitted: the grid as written, then each round's Cs, smaller first."""
+    """cfg's grid of C on the warm-started path (as lbfgs_path fits it), each head scored on val; then
+    sweep.refine rounds, each fitting the geometric midpoints between the best C so far (ties: the smallest, as
+    fit.fit_best keeps it) and its neighbours among the Cs tried, from the best's solution: with the default
+    decade grid, round one tries the half-decades either side of the best. In the order fitted: the grid as
+    written, then each round's Cs, smaller first."""
     from threadpoolctl import threadpool_limits
 
     grid = cfg.grid()
@@ -180,7 +180,7 @@ def search(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n
         problem = Problem(x, y, n_classes, _standardize(grid), pool)
         fits = sorted((_scored(f, x_val, y_val) for f in _path(problem, grid)), key=lambda f: order[id(f.cfg)])
         for _ in range(cfg.sweep.refine if cfg.sweep is not None else 0):
-            best = max(fits, key=lambda f: f.val_accuracy)  # the first of the best
+            best = min(fits, key=lambda f: (-f.val_accuracy, f.cfg.C))
             tried = sorted({f.cfg.C for f in fits})
             i = tried.index(best.cfg.C)
             for j in (i - 1, i + 1):
@@ -219,20 +219,6 @@ def _scored(fit: Fit, x_val: np.ndarray, y_val: np.ndarray) -> Fit:
 
     acc = float((predict(fit.head, x_val).argmax(1) == y_val).mean())
     return Fit(fit.cfg, fit.head, fit.stats, fit.theta, acc)
-
-
-def _objective(theta: np.ndarray, z: np.ndarray, onehot: np.ndarray, lam: float) -> tuple[float, np.ndarray]:
-    """Mean softmax cross-entropy of the logits z W^T + b, plus lam/2 |W|^2; and its gradient (W, then b)."""
-    k = onehot.shape[1]
-    w, b = theta[:-k].reshape(k, -1), theta[-k:]
-    s = (z @ w.T.astype(z.dtype)).astype(np.float64) + b
-    s -= s.max(1, keepdims=True)
-    p = np.exp(s)
-    total = p.sum(1, keepdims=True)
-    p /= total
-    loss = float((np.log(total[:, 0]) - (s * onehot).sum(1)).mean() + 0.5 * lam * (w * w).sum())
-    g = (p - onehot) / len(z)
-    return loss, np.concatenate([((g.T.astype(z.dtype) @ z).astype(np.float64) + lam * w).ravel(), g.sum(0)])
 
 
 def _block(z: np.ndarray, onehot: np.ndarray, wt: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray,

@@ -40,7 +40,8 @@ from transferlab.training.curves import write_curves
 
 # What the numbers of a run depend on besides its inputs: a checkpoint written by other code is not resumed.
 _CODE = [Path(m.__file__) for m in (trainer, transforms, images, backbones)] + [
-    Path(backbones.__file__).with_name(f) for f in ("timm_backbones.py", "clip_backbones.py")] + [Path(__file__)]
+    Path(backbones.__file__).with_name(f) for f in ("timm_backbones.py", "clip_backbones.py", "cnn_blocks.py",
+                                                    "blocks.py")] + [Path(__file__)]
 
 
 @dataclass(frozen=True)
