@@ -136,3 +136,38 @@ def raw_digits() -> tuple[np.ndarray, pd.DataFrame]:
     index = pd.DataFrame({"image_id": [f"d{i}" for i in range(len(data.target))],
                           "label": data.target.astype(str), "split": split})
     return data.data.astype(np.float16), index
+
+
+def start_stage(root: Path, stage: str, name: str):
+    """`python -m stages.<stage> <name>` in root, this checkout's code first on the path (a subprocess.Popen)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV, REPO
+
+    env = {**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}", name], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_stage_until_first_checkpoint(root: Path, stage: str, name: str, checkpoints: Path) -> int:
+    """Start the stage (start_stage), SIGKILL it as soon as its first checkpoint exists under `checkpoints`
+    (mid-way through a later epoch) -> the epoch that checkpoint holds."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    from transferlab.training.checkpoints import STATE_FILE
+
+    proc = start_stage(root, stage, name)
+    deadline = time.monotonic() + 240
+    while not list(checkpoints.glob(f"*/{STATE_FILE}")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    [saved] = list(checkpoints.glob(f"*/{STATE_FILE}"))
+    return torch.load(saved, map_location="cpu", weights_only=True)["epoch"]

@@ -8,12 +8,7 @@ early-stopping state, class weights). The uninterrupted run is the same training
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,13 +17,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import ENV, REPO
-from tests.projects import subset_imagefolder, tiny_layout
+from tests.projects import run_stage_until_first_checkpoint, start_stage, subset_imagefolder, tiny_layout
 from transferlab.config import paths
 from transferlab.config.params import FeatureSet, Head, parse
 from transferlab.features.build import build
 from transferlab.heads.task_heads import train_task_head
-from transferlab.training.checkpoints import STATE_FILE
 from transferlab.training.task_run import train_on_images
 
 TASK = "t"
@@ -55,12 +48,6 @@ def project(tmp_path_factory, digits_root, private_store):
     head = Head(optimizer="adamw", epochs=20, batch_size=8)
     train_task_head(TASK, p.tasks[TASK], head, 0, layout.root, layout.head(TASK))
     return layout, p
-
-
-def _start(root: Path) -> subprocess.Popen:
-    env = {**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
-    return subprocess.Popen([sys.executable, "-m", "stages.finetune", TASK], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _outputs(out_dir: Path, stdout: str = "") -> dict:
@@ -90,19 +77,11 @@ def test_killed_finetune_resumes_to_the_same_result(project):
     assert not ckpt_root.exists()  # removed after a successful finish
     shutil.rmtree(project.finetune(TASK))  # as DVC does before it re-runs a stage
 
-    proc = _start(root)
-    deadline = time.monotonic() + 240
-    while not list(ckpt_root.glob(f"*/{STATE_FILE}")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)  # as soon as the first checkpoint exists: mid-way through a later epoch
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = run_stage_until_first_checkpoint(root, "finetune", TASK, ckpt_root)
     assert not (project.finetune(TASK) / paths.PREDICTIONS_FILE).exists()
-    [saved] = list(ckpt_root.glob(f"*/{STATE_FILE}"))
-    killed_at = torch.load(saved, map_location="cpu", weights_only=True)["epoch"]
     assert 1 <= killed_at < FT["epochs"]
 
-    proc = _start(root)
+    proc = start_stage(root, "finetune", TASK)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     resumed = _outputs(project.finetune(TASK), out)

@@ -7,12 +7,7 @@ uninterrupted run is transferlab.training.pretrain.pretrain called in this proce
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
@@ -20,11 +15,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import ENV, REPO
-from tests.projects import subset_imagefolder, tiny_layout
+from tests.projects import run_stage_until_first_checkpoint, start_stage, subset_imagefolder, tiny_layout
 from transferlab.config.params import parse
 from transferlab.models.backbones import INFO_FILE, WEIGHTS_FILE
-from transferlab.training.checkpoints import STATE_FILE
 from transferlab.training.pretrain import pretrain
 
 PRETRAIN = {"arch": "resnet18", "dataset": "tiny", "classes": [0, 1, 2, 3], "image_size": 32, "epochs": 4,
@@ -43,12 +36,6 @@ def project(tmp_path_factory, digits_root):
     return layout, parse(params)
 
 
-def _start(root) -> subprocess.Popen:
-    env = {**ENV, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
-    return subprocess.Popen([sys.executable, "-m", "stages.pretrain", "src"], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def test_killed_pretraining_resumes_to_the_same_weights(project):
     layout, params = project
     entry, ckpt_root, out = params.pretrain["src"], layout.checkpoints("src", "pretrain"), layout.backbone("src")
@@ -59,19 +46,11 @@ def test_killed_pretraining_resumes_to_the_same_weights(project):
     weights = load_file(out / WEIGHTS_FILE)
     shutil.rmtree(out)  # as DVC does before it re-runs a stage
 
-    proc = _start(layout.root)
-    deadline = time.monotonic() + 240
-    while not list(ckpt_root.glob(f"*/{STATE_FILE}")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)  # as soon as the first checkpoint exists: mid-way through a later epoch
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = run_stage_until_first_checkpoint(layout.root, "pretrain", "src", ckpt_root)
     assert not (out / WEIGHTS_FILE).exists()
-    [saved] = list(ckpt_root.glob(f"*/{STATE_FILE}"))
-    killed_at = torch.load(saved, map_location="cpu", weights_only=True)["epoch"]
     assert 1 <= killed_at < PRETRAIN["epochs"]
 
-    proc = _start(layout.root)
+    proc = start_stage(layout.root, "pretrain", "src")
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     assert f"(resumed after epoch {killed_at})" in stdout
