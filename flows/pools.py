@@ -5,8 +5,9 @@
 
 The driver flow walks the DVC graph in rounds. Each round sends the stages whose upstream stages are done to
 the `transferlab-stages/gpu` and `transferlab-stages/cpu` deployments (prefect.yaml) at once, one flow run per
-pool, and waits for both; pretrain, features, fine-tuning (finetune not `none`) and scratch (scratch: true) are
-GPU stages. Workers of the two pools run the `stages` flow below.
+pool, and waits for both; pretrain, features, and tasks@<feature set> where one of its tasks fine-tunes
+(finetune not `none`) or trains the scratch baseline (scratch: true) are GPU stages. Workers of the two pools
+run the `stages` flow below.
 
 - One shared checkout (a shared filesystem): without --sync, workers run `dvc repro --single-item` in it.
 - A checkout per machine (--sync): each worker runs in its own checkout (TRANSFERLAB_REPO, at the same commit)
@@ -31,7 +32,7 @@ from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
 
 POOLS = ("gpu", "cpu")
-GPU_KINDS = {"pretrain", "features", "finetune", "scratch"}
+GPU_KINDS = {"pretrain", "features", "tasks"}
 DEPLOYMENT = "transferlab-stages/{pool}"
 REPO_ENV = "TRANSFERLAB_REPO"
 _RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
@@ -40,9 +41,9 @@ _RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 def pool_of(stage: str, params: P.Params) -> str:
     """gpu for stages that run the backbone, else cpu."""
     kind, _, name = stage.partition("@")
-    if (kind == "finetune" and params.tasks[name].finetune == "none") or (
-            kind == "scratch" and not params.tasks[name].scratch):
-        return "cpu"  # a task without fine-tuning (or scratch): the stage only records that
+    if kind == "tasks" and not any(t.finetune != "none" or t.scratch
+                                   for t in params.tasks.values() if t.features == name):
+        return "cpu"  # heads on cached features only: the backbone never runs
     return "gpu" if kind in GPU_KINDS else "cpu"
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 EMBEDDED_DIGITS_ROOT = "data/raw/digits"
 
-# The files inside a task's folders (Layout.head, .finetune, .scratch). They live here, not in the stages that
+# The files inside a task's folders (TaskDir.head, .finetune, .scratch). They live here, not in the stages that
 # write them, so that a stage reading them (evaluate, report) need not import that stage's torch and
 # scikit-learn to know a file name.
 HEAD_FILE, HEAD_INFO_FILE, REFERENCE_FILE = "head.safetensors", "head.json", "reference.safetensors"
-SWEEP_FILE = "sweep.csv"  # the head sweep; evaluate publishes a copy under results/<task>/
+SWEEP_FILE = "sweep.csv"  # the head sweep; evaluate copies it into the task's results (a DVC plot)
 ZERO_SHOT_FILE, ZERO_SHOT_INFO_FILE = "class_embeddings.safetensors", "zero_shot.json"
 FINETUNE_INFO_FILE, FINETUNE_WEIGHTS_FILE = "finetune.json", "finetuned.safetensors"
 SCRATCH_INFO_FILE, SCRATCH_WEIGHTS_FILE = "scratch.json", "scratch.safetensors"
@@ -50,39 +50,59 @@ class Layout:
         """What the features stage's last run did (transferlab.features.sets.run_path): a DVC metric."""
         return self.root / "data" / "features" / f"{featureset}.run.json"
 
-    def task(self, task: str) -> Path:
-        return self.root / "models" / "tasks" / task
+    # tasks@<feature set>: every task on the set, each published from its content-addressed cache entry
+    # (TaskDir below, under .cache/tasks) into the paths that follow. They are grouped per feature set because
+    # each of the stage's outputs is one folder, and by kind because DVC reads a folder of metrics or plots with
+    # one parser and one template.
+    def task(self, featureset: str, task: str) -> TaskDir:
+        """A task's trained models (head, zero_shot, finetune, scratch) and their run records."""
+        return TaskDir(self.tasks(featureset) / task)
 
-    def head(self, task: str) -> Path:
-        return self.task(task) / "head"
+    def tasks(self, featureset: str) -> Path:
+        return self.root / "models" / "tasks" / featureset
 
-    def zero_shot(self, task: str) -> Path:
-        """The task's zero-shot head: its class names' text embeddings (train_head@ writes it)."""
-        return self.task(task) / "zero_shot"
+    def tasks_run(self, featureset: str) -> Path:
+        """What tasks@<featureset> last did (each task computed or reused, seconds): beside its folder."""
+        return self.root / "models" / "tasks" / f"{featureset}.run.json"
 
-    def finetune(self, task: str) -> Path:
-        return self.task(task) / "finetune"
+    def task_cache(self) -> Path:
+        """Every task's outputs by fingerprint (transferlab.tasks.cache): outside DVC's outputs, which DVC
+        deletes before a stage re-runs, so a task that did not change is copied back, not recomputed."""
+        return self.root / ".cache" / "tasks"
 
-    def scratch(self, task: str) -> Path:
-        return self.task(task) / "scratch"
+    def results(self, featureset: str, kind: str) -> Path:
+        """results/<featureset>/<kind>: metrics (a DVC metrics folder), confusion, efficiency, sweep (DVC plots
+        folders) or figures (the PNGs)."""
+        return self.root / "results" / featureset / kind
 
-    def run_record(self, task: str, method: str) -> Path:
-        """What finetune@ / scratch@ last did (seconds, resumed_from_epoch): a DVC metric beside the method's
-        folder, so the folder holds only what the training determines (a forced re-run writes the same bytes)."""
-        return self.task(task) / f"{method}.run.json"
+    def metrics(self, featureset: str, task: str) -> Path:
+        """The task's metrics.json: one object per method that ran (DVC metrics)."""
+        return self.results(featureset, "metrics") / f"{task}.json"
+
+    def plot(self, featureset: str, task: str, kind: str) -> Path:
+        """The task's confusion, efficiency or sweep CSV (DVC plots)."""
+        return self.results(featureset, kind) / f"{task}.csv"
+
+    def figure(self, featureset: str, task: str, kind: str) -> Path:
+        """The task's confusion or efficiency PNG."""
+        return self.results(featureset, "figures") / task / f"{kind}.png"
+
+    def tasks_curves(self, featureset: str) -> Path:
+        """Per-epoch curves of the feature set's finetune and scratch runs (DVC plots of tasks@<featureset>)."""
+        return self.root / "reports" / "curves" / "tasks" / featureset
+
+    def task_curves(self, featureset: str, task: str) -> Path:
+        """<task>/finetune and <task>/scratch: each a DVCLive folder."""
+        return self.tasks_curves(featureset) / task
 
     # Outside DVC's outputs (DVC deletes those before a stage re-runs) so an interrupted run can resume.
-    def checkpoints(self, task: str, method: str) -> Path:
-        return self.root / ".cache" / "checkpoints" / task / method
+    def checkpoints(self, name: str, method: str) -> Path:
+        return self.root / ".cache" / "checkpoints" / name / method
 
-    # Beside the report: DVC plots of pretrain@, finetune@ and scratch@ (a stage's plots cannot sit inside its
-    # cached output folder).
     def curves(self, kind: str, name: str) -> Path:
-        """Per-epoch training curves of pretrain@<name>, finetune@<name> or scratch@<name> (kind)."""
+        """Per-epoch training curves of pretrain@<name> (kind pretrain): beside the report, since a stage's
+        plots cannot sit inside its cached output folder."""
         return self.root / "reports" / "curves" / kind / name
-
-    def results(self, task: str) -> Path:
-        return self.root / "results" / task
 
     # The report lives beside results/, not in it: a DVC stage cannot depend on a folder holding its outputs.
     @property
@@ -103,3 +123,50 @@ class Layout:
     def transfer_json(self) -> Path:
         """The "did transfer help?" comparisons' numbers (evaluation.transfer): a DVC metric in git."""
         return self.root / "reports" / "transfer.json"
+
+
+# The files of a task's results (TaskDir.results), published to Layout.metrics, .plot and .figure.
+METRICS_FILE = "metrics.json"
+PLOT_KINDS, FIGURE_KINDS = ("confusion", "efficiency", "sweep"), ("confusion", "efficiency")
+
+
+@dataclass(frozen=True)
+class TaskDir:
+    """One task's outputs in one folder. tasks@<feature set> computes a task into one of these under
+    Layout.task_cache, then publishes it: the models and run records to Layout.task (itself a TaskDir without
+    results/ and curves/), results/ to Layout.metrics, .plot and .figure, curves/ to Layout.task_curves."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def head(self) -> Path:
+        return self.path / "head"
+
+    @property
+    def zero_shot(self) -> Path:
+        """The task's zero-shot head: its class names' text embeddings."""
+        return self.path / "zero_shot"
+
+    @property
+    def finetune(self) -> Path:
+        return self.path / "finetune"
+
+    @property
+    def scratch(self) -> Path:
+        return self.path / "scratch"
+
+    def run_record(self, method: str) -> Path:
+        """What the finetune or scratch run did (seconds, resumed_from_epoch), beside the method's folder, so
+        the folder holds only what the training determines."""
+        return self.path / f"{method}.run.json"
+
+    def curves(self, method: str) -> Path:
+        return self.path / "curves" / method
+
+    @property
+    def results(self) -> Path:
+        """metrics.json, <kind>.csv for each PLOT_KINDS, <kind>.png for each FIGURE_KINDS."""
+        return self.path / "results"

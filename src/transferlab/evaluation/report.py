@@ -19,10 +19,11 @@ BACKBONE_RUN = {"head": "no", "reference": "no", "prototype": "no", "zero_shot":
                 "scratch": "yes"}
 
 
-def _seconds(layout: Layout, name: str) -> dict:
+def _seconds(layout: Layout, featureset: str, name: str) -> dict:
     """Training seconds per metrics kind of one task."""
-    head_info = json.loads((layout.head(name) / HEAD_INFO_FILE).read_text())
-    runs = {m: layout.run_record(name, m) for m in ("finetune", "scratch")}
+    models = layout.task(featureset, name)
+    head_info = json.loads((models.head / HEAD_INFO_FILE).read_text())
+    runs = {m: models.run_record(m) for m in ("finetune", "scratch")}
     return {"head": head_info["seconds"], "reference": head_info["reference"].get("seconds"),
             **{m: json.loads(p.read_text())["seconds"] if p.is_file() else None for m, p in runs.items()}}
 
@@ -34,9 +35,12 @@ def _numbers(record: dict) -> dict:
 
 
 def runs(params: P.Params, layout: Layout) -> dict:
-    """What each features@, finetune@ and scratch@ run did, from their run records -> reports/runs.json."""
+    """What each features@ and tasks@ run did (tasks computed and reused), and each task's finetune and scratch
+    run, from their run records -> reports/runs.json."""
     found = {"features": {name: layout.features_run(name) for name in params.features},
-             **{m: {name: layout.run_record(name, m) for name in params.tasks} for m in ("finetune", "scratch")}}
+             "tasks": {name: layout.tasks_run(name) for name in params.features},
+             **{m: {name: layout.task(t.features, name).run_record(m) for name, t in params.tasks.items()}
+                for m in ("finetune", "scratch")}}
     return {stage: {name: _numbers(json.loads(path.read_text())) for name, path in paths.items() if path.is_file()}
             for stage, paths in found.items()}
 
@@ -46,11 +50,12 @@ def report(params: P.Params, layout: Layout) -> pd.DataFrame:
     into reports/runs.json -> the table."""
     rows, skipped = [], []
     for name, task in params.tasks.items():
-        path = layout.results(name) / "metrics.json"
+        path = layout.metrics(task.features, name)
         if not path.is_file():
-            raise PipelineError(f"{path} not found; run `dvc repro evaluate@{name}` first")
-        seconds = _seconds(layout, name)
-        if why := json.loads((layout.head(name) / HEAD_INFO_FILE).read_text())["reference"].get("skipped"):
+            raise PipelineError(f"{path} not found; run `dvc repro tasks@{task.features}` first")
+        seconds = _seconds(layout, task.features, name)
+        head_info = layout.task(task.features, name).head / HEAD_INFO_FILE
+        if why := json.loads(head_info.read_text())["reference"].get("skipped"):
             skipped.append(f"- {name}: no reference row ({why})\n")
         for kind, m in json.loads(path.read_text()).items():
             method = m.get("mode", kind) if kind == "finetune" else kind
@@ -88,7 +93,7 @@ def efficiency_section(params: P.Params, layout: Layout) -> str:
     """Per task with efficiency_shots: test accuracy (mean ± std over its draws) per method and shots."""
     parts = []
     for name, task in params.tasks.items():
-        path = layout.results(name) / "efficiency.csv"
+        path = layout.plot(task.features, name, "efficiency")
         if not task.efficiency_shots or not path.is_file():
             continue
         curve = pd.read_csv(path)
@@ -97,7 +102,8 @@ def efficiency_section(params: P.Params, layout: Layout) -> str:
         wide = cell.pivot(index="shots", columns="method", values="value").reset_index().fillna("")
         seeds = int(curve["n_seeds"].max())
         parts.append(f"### {name}\n\nTest accuracy against training images per class ({seeds} draw"
-                     f"{'s' if seeds > 1 else ''} each; plot: `results/{name}/efficiency.png`, "
-                     f"`dvc plots show results/{name}/efficiency.csv`).\n\n"
+                     f"{'s' if seeds > 1 else ''} each; plot: "
+                     f"`{layout.figure(task.features, name, 'efficiency').relative_to(layout.root)}`, "
+                     f"`dvc plots show {path.relative_to(layout.root)}`).\n\n"
                      + wide.to_markdown(index=False) + "\n")
     return "\n## Data efficiency\n\n" + "\n".join(parts) if parts else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def _seedless(params: P.Params, task: P.Task) -> tuple:
 
 def comparisons(params: P.Params, layout: Layout) -> list[Comparison]:
     """Every configuration with a comparable random-init task (the first such task in params.yaml's order)."""
-    names = [n for n in params.tasks if (layout.results(n) / "metrics.json").is_file()]
+    names = [n for n, t in params.tasks.items() if layout.metrics(t.features, n).is_file()]
     groups: dict[tuple, list[str]] = {}
     for name in names:
         task = params.tasks[name]
@@ -64,12 +65,13 @@ def comparisons(params: P.Params, layout: Layout) -> list[Comparison]:
         base = next((n for n in names if _random_init(params, params.tasks[n])
                      and _signature(params, params.tasks[n]) == signature), None)
         if base is not None:
-            out.append(Comparison(tasks, base, {n: _accuracies(layout, n) for n in [*tasks, base]}))
+            out.append(Comparison(tasks, base, {n: _accuracies(layout.metrics(params.tasks[n].features, n))
+                                                for n in [*tasks, base]}))
     return out
 
 
-def _accuracies(layout: Layout, name: str) -> dict[str, float]:
-    head = json.loads((layout.results(name) / "metrics.json").read_text())["head"]
+def _accuracies(metrics_json: Path) -> dict[str, float]:
+    head = json.loads(metrics_json.read_text())["head"]
     return head.get("test_accuracy_seeds") or {"-": head["test_accuracy"]}
 
 

@@ -31,11 +31,11 @@ def prompts(classes: list[str], task_name: str, task: P.Task, templates: list[st
     return [[t.format(text.get(c, c)) for t in templates] for c in classes]
 
 
-def write_zero_shot(task_name: str, task: P.Task, templates: list[str], seed: int, layout: Layout) -> dict:
-    """Encode the task's class prompts (head.prompt_templates) with its feature set's text tower into
-    layout.zero_shot(task_name)
-    -> what zero_shot.json records ({"ran": false, ...} where the feature set has no text tower)."""
-    out_dir = layout.zero_shot(task_name)
+def write_zero_shot(task_name: str, task: P.Task, templates: list[str], seed: int, layout: Layout,
+                    out_dir: Path) -> dict:
+    """Encode the task's class prompts (head.prompt_templates) with its feature set's text tower into out_dir
+    (the task's TaskDir.zero_shot) -> what zero_shot.json records ({"ran": false, ...} where the feature set
+    has no text tower)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     meta, index = sets.read_index(layout.features(task.features))
     if meta.get("key", {}).get("open_clip") is None:  # the key names the versions of the library that made it

@@ -26,12 +26,3 @@ def write_curves(out_dir: Path, stats: dict) -> None:
             live.next_step()
     # DVCLive's summary repeats the last epoch; in the plots folder DVC would draw it as one more plot
     (out_dir / "metrics.json").unlink(missing_ok=True)
-
-
-def write_empty_curves(out_dir: Path) -> None:
-    """What a skipped method writes: each curve with its header and no epoch (a directory DVC can plot)."""
-    out_dir = Path(out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    (out_dir / "plots" / "metrics").mkdir(parents=True)
-    for name in CURVES:
-        (out_dir / "plots" / "metrics" / f"{name}.tsv").write_text(f"step\t{name}\n")

@@ -1,4 +1,4 @@
-"""The one code path of finetune@<task> and scratch@<task>: train the whole network on the task's images when
+"""The one code path of a task's finetune and scratch methods: train the whole network on the task's images when
 the task asks for it (transferlab.training.whole_network), else record that the method was skipped.
 
 A skipped method imports neither torch nor torchvision (nor pandas): the record is all its stage writes."""
@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from transferlab.config import params as P
-from transferlab.config.paths import FINETUNE_INFO_FILE, SCRATCH_INFO_FILE, Layout
+from transferlab.config.paths import FINETUNE_INFO_FILE, SCRATCH_INFO_FILE, Layout, TaskDir
 from transferlab.io.atomic import write_json
-from transferlab.training.curves import write_empty_curves
 
 if TYPE_CHECKING:
     import torch
@@ -25,19 +24,18 @@ def skip_record(method: Method, task_name: str, task: P.Task) -> dict | None:
 
 
 def train_on_images(method: Method, task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout,
-                    device: torch.device | str) -> dict:
-    """Run `method` for the task into its folder (layout.finetune / layout.scratch), its curves and its run
-    record -> the info it recorded, with the run record's fields.
+                    out: TaskDir, device: torch.device | str) -> dict:
+    """Run `method` for the task into its folder (out.finetune / out.scratch), its curves and its run record
+    -> the info it recorded, with the run record's fields. layout: where the inputs are.
     device: a torch.device, or a params spec (auto, cuda, ...) resolved only if there is something to train
     (a skipped stage runs anywhere, e.g. on a pool without the GPU that `device: cuda` asks for)."""
-    out_dir = layout.finetune(task_name) if method == "finetune" else layout.scratch(task_name)
+    out_dir = out.finetune if method == "finetune" else out.scratch
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (info := skip_record(method, task_name, task)) is not None:
+    if (info := skip_record(method, task_name, task)) is not None:  # no curves: there was no epoch
         write_json(out_dir / (FINETUNE_INFO_FILE if method == "finetune" else SCRATCH_INFO_FILE), info)
-        write_empty_curves(layout.curves(method, task_name))
-        write_json(layout.run_record(task_name, method), {"seconds": None, "resumed_from_epoch": None})
+        write_json(out.run_record(method), {"seconds": None, "resumed_from_epoch": None})
         return info
     from transferlab.training import whole_network  # torch, torchvision: only a method that trains loads them
 
     train = whole_network.finetune if method == "finetune" else whole_network.scratch
-    return train(task_name, task, cfg, seed, layout, device)
+    return train(task_name, task, cfg, seed, layout, out, device)

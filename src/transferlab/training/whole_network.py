@@ -1,5 +1,5 @@
-"""Training a whole network (trunk and classifier) on a task's images, what finetune@<task> and scratch@<task>
-do when the task asks for it: the task's image rows, the shared recipe, train-then-predict, the saved outputs.
+"""Training a whole network (trunk and classifier) on a task's images, what a task's finetune and scratch methods
+do when the task asks for them: the task's image rows, the shared recipe, train-then-predict, the saved outputs.
 
 transferlab.training.task_run imports it only when there is something to train, so that a task without
 fine-tuning or a scratch baseline records that without loading torch and torchvision. Checkpoints every epoch
@@ -26,6 +26,7 @@ from transferlab.config.paths import (
     SCRATCH_INFO_FILE,
     SCRATCH_WEIGHTS_FILE,
     Layout,
+    TaskDir,
 )
 from transferlab.data import images, transforms
 from transferlab.data.tasks import select
@@ -132,11 +133,11 @@ def run_summary(imgs: TaskImages, cfg: P.Finetune, stats: dict) -> dict:
             "best_epoch": stats["best_epoch"]}
 
 
-def record_run(layout: Layout, task_name: str, method: str, stats: dict) -> dict:
-    """The run record beside the method's folder (Layout.run_record): what differs between runs of the same
+def record_run(out: TaskDir, method: str, stats: dict) -> dict:
+    """The run record beside the method's folder (TaskDir.run_record): what differs between runs of the same
     training, kept out of the folder."""
     run = {"seconds": round(stats["seconds"], 3), "resumed_from_epoch": stats["resumed_from_epoch"]}
-    write_json(layout.run_record(task_name, method), run)
+    write_json(out.run_record(method), run)
     return run
 
 
@@ -152,34 +153,34 @@ def finetune_model(backbone_dir: Path, head_dir: Path, mode: str, n_classes: int
     return nn.Sequential(trunk, top), list(trunk.parameters()), list(top.parameters())
 
 
-def finetune(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout,
+def finetune(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout, out: TaskDir,
              device: torch.device | str) -> dict:
     """Fine-tune the feature set's backbone on the task (task.finetune: full or lpft), predict val and test,
-    write them, the weights and the info into layout.finetune(task_name) -> the info."""
+    write them, the weights and the info into out.finetune -> the info."""
     device = devices.resolve(device)
     imgs = task_images(task_name, task, seed, layout)
     torch.manual_seed(seed)
-    model, trunk_params, head_params = finetune_model(imgs.backbone, layout.head(task_name), task.finetune,
+    model, trunk_params, head_params = finetune_model(imgs.backbone, out.head, task.finetune,
                                                       len(imgs.classes), imgs.readout)
     groups = [{"params": trunk_params, "lr": cfg.lr * cfg.backbone_lr_mult},
               {"params": head_params, "lr": cfg.lr}]
-    head_file = layout.head(task_name) / HEAD_FILE
+    head_file = out.head / HEAD_FILE
     start = {"backbone": backbones.read_info(imgs.backbone).fingerprint, "mode": task.finetune,
              "readout": list(imgs.readout), "head": file_sha256(head_file) if task.finetune == "lpft" else None}
     preds, stats, checkpoint = train_and_predict("finetune", imgs, model, groups, model[0],
                                                  recipe(cfg, seed, imgs), cfg, start, layout, device)
     info = {"task": task_name, "mode": task.finetune, **run_summary(imgs, cfg, stats)}
-    save_outputs(layout.finetune(task_name), FINETUNE_WEIGHTS_FILE, model, preds, info, FINETUNE_INFO_FILE)
-    write_curves(layout.curves("finetune", task_name), stats)
-    run = record_run(layout, task_name, "finetune", stats)
+    save_outputs(out.finetune, FINETUNE_WEIGHTS_FILE, model, preds, info, FINETUNE_INFO_FILE)
+    write_curves(out.curves("finetune"), stats)
+    run = record_run(out, "finetune", stats)
     checkpoint.clear()
     return {**info, **run}
 
 
-def scratch(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout,
+def scratch(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: Layout, out: TaskDir,
             device: torch.device | str) -> dict:
     """Train the feature set's backbone architecture from a seeded random init on the task with the finetune
-    recipe, predict val and test, write them, the weights and the info into layout.scratch(task_name)."""
+    recipe, predict val and test, write them, the weights and the info into out.scratch."""
     device = devices.resolve(device)
     imgs = task_images(task_name, task, seed, layout)
     info = backbones.read_info(imgs.backbone)
@@ -193,8 +194,8 @@ def scratch(task_name: str, task: P.Task, cfg: P.Finetune, seed: int, layout: La
     preds, stats, checkpoint = train_and_predict("scratch", imgs, model, groups, None, rec, cfg,
                                             {"arch": arch, "seed": seed}, layout, device)
     info = {"task": task_name, "method": "scratch", "ran": True, "arch": arch, **run_summary(imgs, cfg, stats)}
-    save_outputs(layout.scratch(task_name), SCRATCH_WEIGHTS_FILE, model, preds, info, SCRATCH_INFO_FILE)
-    write_curves(layout.curves("scratch", task_name), stats)
-    run = record_run(layout, task_name, "scratch", stats)
+    save_outputs(out.scratch, SCRATCH_WEIGHTS_FILE, model, preds, info, SCRATCH_INFO_FILE)
+    write_curves(out.curves("scratch"), stats)
+    run = record_run(out, "scratch", stats)
     checkpoint.clear()
     return {**info, **run}
