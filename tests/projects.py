@@ -13,7 +13,7 @@ import yaml
 from tests.conftest import SMALL_PARAMS
 from transferlab.config import params as P
 from transferlab.config.params import Backbone, Dataset
-from transferlab.config.paths import Layout
+from transferlab.config.paths import Layout, TaskDir
 from transferlab.data.prepare import prepare
 from transferlab.features import sets, store
 from transferlab.models import backbones
@@ -114,15 +114,22 @@ def pixels_features(root: Path, head: dict | None = None,
     return layout, P.load(root / "params.yaml")
 
 
+def out_dir(layout: Layout, task: str) -> TaskDir:
+    """Where a test computes a task's methods by hand: a TaskDir, as a task cache entry holds it."""
+    return TaskDir(layout.root / "computed" / task)
+
+
 def pixels_project(root: Path, **kwargs) -> tuple[Layout, P.Params]:
-    """pixels_features(root, **kwargs), through train_head and finetune (none)."""
+    """pixels_features(root, **kwargs), with its head trained and finetune (none) recorded into
+    out_dir(layout, "pixels")."""
     from transferlab.heads.task_heads import train_task_head
     from transferlab.training.task_run import train_on_images
 
     layout, params = pixels_features(root, **kwargs)
     task = params.tasks["pixels"]
-    train_task_head("pixels", task, params.head, params.seed, root, layout.head("pixels"))
-    train_on_images("finetune", "pixels", task, params.finetune, params.seed, layout, params.device)
+    train_task_head("pixels", task, params.head, params.seed, root, out_dir(layout, "pixels").head)
+    train_on_images("finetune", "pixels", task, params.finetune, params.seed, layout, out_dir(layout, "pixels"),
+                    params.device)
     return layout, params
 
 

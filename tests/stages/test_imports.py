@@ -1,9 +1,8 @@
 """Stages that never run a network start without loading one.
 
-Each DVC stage is a fresh process, and importing torch + torchvision costs seconds, scikit-learn more: report,
-validate, the finetune / scratch stages of a task with nothing to train and the evaluate stage of a task
-without shot seeds or an efficiency curve must not pay for them, and train_head, which reads cached features,
-must not load torchvision (the backbones) to do so. Checked in a fresh interpreter on this checkout
+Each DVC stage is a fresh process, and importing torch + torchvision costs seconds, scikit-learn more: report
+and validate must not pay for them, nor tasks@ for a feature set whose tasks only fit linear probes on the cached
+features (scikit-learn for the reference row only). Checked in a fresh interpreter on this checkout
 (PYTHONPATH: the repo root for stages/, src/ for transferlab; the venv's editable install may point at another
 checkout), since this test process has them all loaded already."""
 from __future__ import annotations
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import ENV, REPO, SMALL_PARAMS
-from tests.projects import pixels_features, pixels_project
+from tests.projects import pixels_features
 from transferlab.config import params as P
 from transferlab.config.paths import Layout
 
@@ -50,37 +49,21 @@ def test_validate_runs_without_pandas(tmp_path):
     assert loaded == []
 
 
-def test_train_head_imports_neither_torch_nor_sklearn():
-    assert loaded_after("import stages.train_head")[0] == []
+def test_tasks_imports_neither_torch_nor_sklearn():
+    assert loaded_after("import stages.tasks")[0] == []
 
 
-def test_evaluate_imports_neither_torch_nor_sklearn():
-    assert loaded_after("import stages.evaluate")[0] == []
+# Today's bytes: the records of the methods a task does not ask for, which the evaluation reads.
+NOTHING_TO_DO = {
+    "finetune": b'{\n  "task": "pixels",\n  "mode": "none"\n}\n',
+    "scratch": b'{\n  "task": "pixels",\n  "method": "scratch",\n  "ran": false\n}\n',
+}
 
 
-def test_train_head_of_the_linear_probe_runs_without_torch(tmp_path):
+def test_a_linear_probe_task_runs_without_torch(tmp_path):
     """params.head's default (optimizer lbfgs) is fitted in numpy and scipy; scikit-learn only for the
-    reference row. The head file is a FeatureHead's, as fine-tuning (LP-FT) loads it with torch."""
-    from tests.feature_heads import predict
-    from transferlab import load_features
-    from transferlab.config import paths
-    from transferlab.data.tasks import select
-    from transferlab.heads import torch_heads
-
-    layout, params = pixels_features(tmp_path, {"optimizer": "lbfgs", "sweep": {"C": [0.001, 0.1, 10.0]}})
-    loaded, printed = loaded_after("from stages import train_head\ntrain_head.main(['pixels'])", cwd=tmp_path)
-    assert loaded == ["sklearn"]
-    assert printed.startswith("train_head@pixels: val accuracy")
-    info = json.loads((layout.head("pixels") / paths.HEAD_INFO_FILE).read_text())
-    feats, index = load_features("pixels", tmp_path)
-    val = select(index, params.tasks["pixels"], 0, "pixels").split("val")
-    head = torch_heads.load(layout.head("pixels") / paths.HEAD_FILE)
-    acc = (predict(head, feats[val["row"].to_numpy()]).argmax(1) == val["y"].to_numpy()).mean()
-    assert info["val_accuracy"] == round(float(acc), 6) > 0.9
-
-
-def test_evaluate_of_a_task_without_shot_seeds_runs_without_torch_or_sklearn(tmp_path):
-    """The common path, run as DVC runs it: a fresh process evaluating a trained head and reference."""
+    reference row; the evaluation of a task without shot seeds in numpy. Run as DVC runs it: a fresh process.
+    The head file is a FeatureHead's, as fine-tuning (LP-FT) loads it with torch."""
     from tests.feature_heads import predict
     from transferlab import load_features
     from transferlab.config import paths
@@ -88,42 +71,34 @@ def test_evaluate_of_a_task_without_shot_seeds_runs_without_torch_or_sklearn(tmp
     from transferlab.evaluation.results import evaluate
     from transferlab.heads import torch_heads
 
-    layout, params = pixels_project(tmp_path)
+    layout, params = pixels_features(tmp_path, {"optimizer": "lbfgs", "sweep": {"C": [0.001, 0.1, 10.0]}})
     task = params.tasks["pixels"]
-    loaded, printed = loaded_after("from stages import evaluate\nevaluate.main(['pixels'])", cwd=tmp_path)
-    assert loaded == []
-    assert printed.startswith("evaluate@pixels: head test accuracy")
-    metrics = json.loads((layout.results("pixels") / "metrics.json").read_text())
+    loaded, printed = loaded_after("from stages import tasks\ntasks.main(['pixels'])", cwd=tmp_path)
+    assert loaded == ["sklearn"]
+    assert printed.splitlines()[0].startswith("  pixels: head val accuracy")
+    assert printed.splitlines()[-1].startswith("tasks@pixels: 1 computed (")
+    models = layout.task("pixels", "pixels")
+    info = json.loads((models.head / paths.HEAD_INFO_FILE).read_text())
+    feats, index = load_features("pixels", tmp_path)
+    sel = select(index, task, 0, "pixels")
+    head = torch_heads.load(models.head / paths.HEAD_FILE)
+    val, test = sel.split("val"), sel.split("test")
+    acc = (predict(head, feats[val["row"].to_numpy()]).argmax(1) == val["y"].to_numpy()).mean()
+    assert info["val_accuracy"] == round(float(acc), 6) > 0.9
+    metrics = json.loads(layout.metrics("pixels", "pixels").read_text())
     assert set(metrics) == {"head", "reference", "prototype"}
     assert all(m["test_accuracy"] > 0.8 for m in metrics.values()), metrics  # real digits, 5 classes
-    assert sorted(p.name for p in layout.results("pixels").iterdir()) == [
-        "confusion.csv", "confusion.png", "efficiency.csv", "efficiency.png", "metrics.json", "sweep.csv"]
+    for kind in paths.PLOT_KINDS:
+        assert layout.plot("pixels", "pixels", kind).stat().st_size > 0
+    for kind in paths.FIGURE_KINDS:
+        assert layout.figure("pixels", "pixels", kind).stat().st_size > 0
     # the numpy head predicts as the torch head: the same test accuracy
-    feats, index = load_features("pixels", tmp_path)
-    test = select(index, task, 0, "pixels").split("test")
-    head = torch_heads.load(layout.head("pixels") / paths.HEAD_FILE)
     want = (predict(head, feats[test["row"].to_numpy()]).argmax(1) == test["y"].to_numpy()).mean()
     assert metrics["head"]["test_accuracy"] == round(float(want), 6)
-    assert evaluate("pixels", task, P.Evaluate(), 0, layout) == metrics  # in this process too
-
-
-# Today's bytes: the record a skipped stage writes is an output DVC caches and evaluate reads.
-NOTHING_TO_DO = {
-    "finetune": (b'{\n  "task": "parity",\n  "mode": "none"\n}\n', "finetune@parity: mode none"),
-    "scratch": (b'{\n  "task": "parity",\n  "method": "scratch",\n  "ran": false\n}\n',
-                "scratch@parity: skipped (set tasks.parity.scratch: true to train the no-transfer baseline)"),
-}
-
-
-@pytest.mark.parametrize("stage", sorted(NOTHING_TO_DO))
-def test_stage_with_nothing_to_do_records_it_without_torch_or_pandas(tmp_path, stage):
-    # SMALL_PARAMS' task parity neither fine-tunes nor trains from scratch; device cpu as in params
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMALL_PARAMS, sort_keys=False))
-    loaded, printed = loaded_after(f"from stages import {stage}\n{stage}.main(['parity'])", cwd=tmp_path,
-                                   watch=(*HEAVY, "pandas"))
-    record, line = NOTHING_TO_DO[stage]
-    assert printed == line
-    out_dir = getattr(Layout(tmp_path), stage)("parity")
-    assert sorted(p.name for p in out_dir.iterdir()) == [f"{stage}.json"]
-    assert (out_dir / f"{stage}.json").read_bytes() == record
-    assert loaded == []
+    assert evaluate("pixels", task, P.Evaluate(), 0, layout, models) == metrics  # in this process too
+    # the methods it does not ask for: their records only
+    for method, record in NOTHING_TO_DO.items():
+        folder = getattr(models, method)
+        assert sorted(p.name for p in folder.iterdir()) == [f"{method}.json"]
+        assert (folder / f"{method}.json").read_bytes() == record
+    assert not layout.task_curves("pixels", "pixels").exists()  # no epoch, no curve

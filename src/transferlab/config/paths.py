@@ -34,6 +34,11 @@ class Layout:
     def params_ok(self) -> Path:
         return self.root / "data" / "params.ok"
 
+    def task_entries(self, featureset: str) -> Path:
+        """The feature set's tasks as params.yaml has them (validate writes it): what tasks@<featureset> depends
+        on in place of the whole tasks section, so that editing one task re-runs its own feature set's stage."""
+        return self.root / "data" / "tasks" / f"{featureset}.json"
+
     def prepared(self, dataset: str) -> Path:
         return self.root / "data" / "prepared" / dataset
 

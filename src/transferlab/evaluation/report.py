@@ -41,8 +41,11 @@ def runs(params: P.Params, layout: Layout) -> dict:
              "tasks": {name: layout.tasks_run(name) for name in params.features},
              **{m: {name: layout.task(t.features, name).run_record(m) for name, t in params.tasks.items()}
                 for m in ("finetune", "scratch")}}
-    return {stage: {name: _numbers(json.loads(path.read_text())) for name, path in paths.items() if path.is_file()}
-            for stage, paths in found.items()}
+    out = {stage: {name: _numbers(json.loads(path.read_text())) for name, path in paths.items() if path.is_file()}
+           for stage, paths in found.items()}
+    for record in out["tasks"].values():  # the counts; which task was reused is in the record itself
+        record.pop("tasks", None)
+    return out
 
 
 def report(params: P.Params, layout: Layout) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.projects import subset_imagefolder
+from tests.projects import out_dir, subset_imagefolder
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
 from transferlab.config.params import Head, Task
@@ -26,6 +26,7 @@ from transferlab.evaluation.results import evaluate
 from transferlab.features.build import build
 from transferlab.heads.task_heads import train_task_head
 from transferlab.models import backbones
+from transferlab.tasks.featureset import run_featureset
 from transferlab.training.task_run import train_on_images
 
 HEAD = Head(optimizer="adamw", epochs=30, batch_size=64, lr=0.05)
@@ -132,8 +133,9 @@ def project(tmp_path_factory, digits_root):
     build("f", P.FeatureSet(dataset="d", backbone="bb"), manifest, layout.backbone("bb"), layout.features("f"),
           torch.device("cpu"))
     for name, task in (("few", FEW), ("plain", PLAIN)):
-        train_task_head(name, task, HEAD, 0, layout.root, layout.head(name))
-        train_on_images("finetune", name, task, P.Finetune(), 0, layout, torch.device("cpu"))
+        train_task_head(name, task, HEAD, 0, layout.root, out_dir(layout, name).head)
+        train_on_images("finetune", name, task, P.Finetune(), 0, layout, out_dir(layout, name),
+                        torch.device("cpu"))
     params = P.Params(datasets={"d": dataset}, backbones={"bb": bb},
                       features={"f": P.FeatureSet(dataset="d", backbone="bb")},
                       tasks={"few": FEW, "plain": PLAIN}, head=HEAD)
@@ -142,8 +144,8 @@ def project(tmp_path_factory, digits_root):
 
 def test_evaluate_writes_prototype_seed_stats_and_the_curve(project):
     layout, params = project
-    metrics = evaluate("few", FEW, P.Evaluate(), 0, layout, HEAD)
-    assert json.loads((layout.results("few") / "metrics.json").read_text()) == metrics
+    metrics = evaluate("few", FEW, P.Evaluate(), 0, layout, out_dir(layout, "few"), HEAD)
+    assert json.loads((out_dir(layout, "few").results / "metrics.json").read_text()) == metrics
     assert set(metrics) == {"head", "reference", "prototype"}
     contract = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
     for method in fewshot.METHODS:
@@ -154,21 +156,21 @@ def test_evaluate_writes_prototype_seed_stats_and_the_curve(project):
     # head is left out: train_head may choose its head otherwise than params.head)
     for method in ("prototype", "reference"):
         assert metrics[method]["test_accuracy_seeds"]["0"] == pytest.approx(metrics[method]["test_accuracy"])
-    curve = pd.read_csv(layout.results("few") / "efficiency.csv")
+    curve = pd.read_csv(out_dir(layout, "few").results / "efficiency.csv")
     assert list(curve.columns) == fewshot.CURVE_COLUMNS
     assert sorted(set(curve["shots"])) == [1, 2, 4] and len(curve) == 9
     at2 = curve[curve["shots"] == 2].set_index("method")["test_accuracy"]
     for method in fewshot.METHODS:  # the curve's point at the task's own k is the seeds' mean
         assert at2[method] == pytest.approx(metrics[method]["test_accuracy_mean"], abs=1e-6)
-    assert (layout.results("few") / "efficiency.png").stat().st_size > 0
+    assert (out_dir(layout, "few").results / "efficiency.png").stat().st_size > 0
 
 
 def test_evaluate_without_shot_seeds_keeps_the_contract_and_writes_one_point(project):
     layout, params = project
-    metrics = evaluate("plain", PLAIN, P.Evaluate(), 0, layout, HEAD)
+    metrics = evaluate("plain", PLAIN, P.Evaluate(), 0, layout, out_dir(layout, "plain"), HEAD)
     assert set(metrics) == {"head", "reference", "prototype"}
     assert not any("n_seeds" in m for m in metrics.values())
-    curve = pd.read_csv(layout.results("plain") / "efficiency.csv")
+    curve = pd.read_csv(out_dir(layout, "plain").results / "efficiency.csv")
     assert curve["method"].tolist() == ["head", "reference", "prototype"]
     assert (curve["n_train"] == metrics["head"]["n_train"]).all() and (curve["std"] == 0).all()
     assert curve["shots"].iloc[0] == pytest.approx(metrics["head"]["n_train"] / 3, abs=0.05)
@@ -178,17 +180,16 @@ def test_evaluate_rejects_efficiency_shots_beyond_a_class(project):
     layout, _ = project
     too_many = FEW.model_copy(update={"efficiency_shots": [1, 50]})
     with pytest.raises(PipelineError, match=r"tasks\.few\.efficiency_shots: class '\d' has \d+ training images"):
-        evaluate("few", too_many, P.Evaluate(), 0, layout, HEAD)
+        evaluate("few", too_many, P.Evaluate(), 0, layout, out_dir(layout, "few"), HEAD)
 
 
 def test_report_shows_prototype_rows_seed_means_and_the_curve(project):
     layout, params = project
-    for name, task in params.tasks.items():
-        evaluate(name, task, params.evaluate, params.seed, layout, params.head)
+    run_featureset("f", params, layout, log=lambda _: None)  # every task of f, published where report reads
     table = report(params, layout)
     few = table[table["task"] == "few"].set_index("method")
     assert set(few.index) == {"head", "reference", "prototype"}
-    metrics = json.loads((layout.results("few") / "metrics.json").read_text())
+    metrics = json.loads(layout.metrics("f", "few").read_text())
     for method in fewshot.METHODS:
         assert few.loc[method, "test_accuracy_mean"] == pytest.approx(metrics[method]["test_accuracy_mean"])
         assert few.loc[method, "n_seeds"] == 3

@@ -11,10 +11,8 @@ import torch
 from tests.projects import subset_imagefolder, tiny_layout
 from transferlab.config.params import parse
 from transferlab.evaluation import report
-from transferlab.evaluation.results import evaluate
 from transferlab.features.build import build
-from transferlab.heads.task_heads import train_task_head
-from transferlab.training.task_run import train_on_images
+from transferlab.tasks.featureset import run_featureset
 
 CPU = torch.device("cpu")
 
@@ -33,11 +31,7 @@ def built(tmp_path_factory, digits_root, private_store):
         "head": {"epochs": 10}, "finetune": {"epochs": 1, "batch_size": 8}})
     build("f", params.features["f"], pd.read_parquet(layout.manifest("tiny")), layout.backbone("bb32"),
           layout.features("f"), CPU)
-    for name, task in params.tasks.items():
-        train_task_head(name, task, params.head, 0, layout.root, layout.head(name))
-        train_on_images("finetune", name, task, params.finetune, 0, layout, CPU)
-        train_on_images("scratch", name, task, params.finetune, 0, layout, CPU)
-        evaluate(name, task, params.evaluate, 0, layout)
+    run_featureset("f", params, layout, log=lambda _: None)
     return layout, params, report.report(params, layout)
 
 
@@ -48,11 +42,11 @@ def test_report_shows_every_method_and_whether_it_ran_the_backbone(built):
     assert list(few.index) == ["head", "reference", "prototype", "lpft", "scratch"]
     assert few["backbone_run"].to_dict() == {"head": "no", "reference": "no", "prototype": "no", "lpft": "yes",
                                              "scratch": "yes"}
-    metrics = json.loads((layout.results("few") / "metrics.json").read_text())
+    metrics = json.loads(layout.metrics("f", "few").read_text())
     for method, kind in (("head", "head"), ("lpft", "finetune"), ("scratch", "scratch")):
         assert few.loc[method, "test_accuracy"] == pytest.approx(metrics[kind]["test_accuracy"])
         assert few.loc[method, "n_train"] == 9  # 3 shots x 3 classes
-    run = json.loads(layout.run_record("few", "scratch").read_text())
+    run = json.loads(layout.task("f", "few").run_record("scratch").read_text())
     assert few.loc["scratch", "seconds"] == pytest.approx(run["seconds"]) and run["seconds"] > 0
     plain = table[table["task"] == "plain"]
     assert list(plain["method"]) == ["head", "reference", "prototype"] and set(plain["backbone_run"]) == {"no"}
@@ -67,8 +61,11 @@ def test_runs_json_holds_every_run_records_numbers(built):
     feature_run = json.loads(layout.features_run("f").read_text())
     assert runs["features"]["f"]["extracted"] == feature_run["extracted"] == 30
     assert "store" not in runs["features"]["f"]  # a path is no metric
-    record = json.loads(layout.run_record("few", "finetune").read_text())
+    record = json.loads(layout.task("f", "few").run_record("finetune").read_text())
     assert runs["finetune"]["few"] == {"seconds": record["seconds"]} and record["resumed_from_epoch"] is None
+    tasks_run = json.loads(layout.tasks_run("f").read_text())
+    assert runs["tasks"]["f"] == {k: tasks_run[k] for k in ("computed", "reused", "seconds")}
+    assert (tasks_run["computed"], tasks_run["reused"]) == (2, 0) and tasks_run["seconds"] > 0
     assert runs["scratch"]["few"]["seconds"] > 0
     # skipped methods record seconds None, which is no number: nothing is left of their record
     assert runs["scratch"]["plain"] == {}
@@ -84,13 +81,12 @@ def test_a_reference_left_out_has_no_row_and_the_report_says_why(tmp_path, monke
         monkeypatch.setattr(ref_module, "AUTO_MAX_VALUES", 10_000)
     layout, params = pixels_features(tmp_path, head={"optimizer": "lbfgs", "reference": policy,
                                                      "sweep": {"C": [0.1, 1.0]}})
-    task = params.tasks["pixels"]
-    train_task_head("pixels", task, params.head, 0, layout.root, layout.head("pixels"))
-    info = json.loads((layout.head("pixels") / "head.json").read_text())
+    run_featureset("pixels", params, layout, log=lambda _: None)
+    head_dir = layout.task("pixels", "pixels").head
+    info = json.loads((head_dir / "head.json").read_text())
     assert set(info["reference"]) == {"skipped"} and f"head.reference: {policy}" in info["reference"]["skipped"]
-    assert not (layout.head("pixels") / "reference.safetensors").exists()
-    train_on_images("finetune", "pixels", task, params.finetune, 0, layout, CPU)
-    metrics = evaluate("pixels", task, params.evaluate, 0, layout, params.head)
+    assert not (head_dir / "reference.safetensors").exists()
+    metrics = json.loads(layout.metrics("pixels", "pixels").read_text())
     assert "reference" not in metrics and {"head", "prototype"} <= set(metrics)
     table = report.report(params, layout)
     assert "reference" not in set(table["method"])

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.projects import pixels_project
+from tests.projects import out_dir, pixels_project
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
 from transferlab.evaluation.results import evaluate
@@ -16,7 +16,7 @@ def test_a_task_without_test_images_is_named(tmp_path):
     """scikit-learn's metrics raised on an empty test split; numpy's would give NaN: evaluate says what to do."""
     layout, params = pixels_project(tmp_path, split_p=(0.7, 0.3, 0.0))  # real features, no test split
     with pytest.raises(PipelineError, match=r"tasks\.pixels: no test images .* test_fraction .*'pixels'"):
-        evaluate("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout)
+        evaluate("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout, out_dir(layout, "pixels"))
 
 
 @pytest.mark.parametrize("missing, stage", [("head", "train_head"), ("finetune", "finetune")])
@@ -24,5 +24,5 @@ def test_evaluate_before_its_inputs_names_the_stage_to_run(tmp_path, missing, st
     layout, params = pixels_project(tmp_path)
     shutil.rmtree(getattr(layout, missing)("pixels"))
     with pytest.raises(PipelineError, match=rf"not found; run `dvc repro {stage}@pixels` first"):
-        evaluate("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout)
-    assert not layout.results("pixels").exists()  # nothing written
+        evaluate("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout, out_dir(layout, "pixels"))
+    assert not out_dir(layout, "pixels").results.exists()  # nothing written

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.feature_heads import predict
-from tests.projects import subset_imagefolder
+from tests.projects import out_dir, subset_imagefolder
 from transferlab import load_features
 from transferlab.config import paths
 from transferlab.config.errors import PipelineError
@@ -53,10 +53,10 @@ def _split(layout: Layout, name: str):
 
 
 def test_sweep_keeps_the_first_best_head_on_val_and_records_all(layout):
-    res = task_heads.train_task_head("t", TASK, SWEEP, 0, layout.root, layout.head("t"))
-    info = json.loads((layout.head("t") / paths.HEAD_INFO_FILE).read_text())
+    res = task_heads.train_task_head("t", TASK, SWEEP, 0, layout.root, out_dir(layout, "t").head)
+    info = json.loads((out_dir(layout, "t").head / paths.HEAD_INFO_FILE).read_text())
     grid = SWEEP.grid()
-    sweep = pd.read_csv(layout.head("t") / paths.SWEEP_FILE)
+    sweep = pd.read_csv(out_dir(layout, "t").head / paths.SWEEP_FILE)
     assert list(sweep.columns) == task_heads.SWEEP_COLUMNS
     assert [(r["kind"], r["lr"], r["weight_decay"]) for r in info["sweep"]] == [
         (c.kind, c.lr, c.weight_decay) for c in grid]
@@ -73,7 +73,7 @@ def test_sweep_keeps_the_first_best_head_on_val_and_records_all(layout):
     # the saved head is that config trained alone (up to float32 rounding), and scores as recorded on val
     x, y = _split(layout, "train")
     x_val, y_val = _split(layout, "val")
-    saved = torch_heads.load(layout.head("t") / paths.HEAD_FILE)
+    saved = torch_heads.load(out_dir(layout, "t").head / paths.HEAD_FILE)
     alone, _ = torch_heads.train(x, y, 4, grid[best], seed=0)
     np.testing.assert_allclose(predict(saved, x_val), predict(alone, x_val), rtol=1e-4, atol=1e-4)
     for row, cfg in zip(info["sweep"], grid, strict=True):
@@ -82,24 +82,24 @@ def test_sweep_keeps_the_first_best_head_on_val_and_records_all(layout):
 
 
 def test_evaluate_publishes_the_sweep(layout):
-    task_heads.train_task_head("t", TASK, SWEEP, 0, layout.root, layout.head("t"))
+    task_heads.train_task_head("t", TASK, SWEEP, 0, layout.root, out_dir(layout, "t").head)
     # finetune: none, recorded only
-    train_on_images("finetune", "t", TASK, Finetune(), 0, layout, torch.device("cpu"))
-    evaluate("t", TASK, Evaluate(), 0, layout)
-    published = pd.read_csv(layout.results("t") / paths.SWEEP_FILE)
-    pd.testing.assert_frame_equal(published, pd.read_csv(layout.head("t") / paths.SWEEP_FILE))
+    train_on_images("finetune", "t", TASK, Finetune(), 0, layout, out_dir(layout, "t"), torch.device("cpu"))
+    evaluate("t", TASK, Evaluate(), 0, layout, out_dir(layout, "t"))
+    published = pd.read_csv(out_dir(layout, "t").results / paths.SWEEP_FILE)
+    pd.testing.assert_frame_equal(published, pd.read_csv(out_dir(layout, "t").head / paths.SWEEP_FILE))
     assert len(published) == len(SWEEP.grid())
 
 
 def test_single_head_path_is_heads_train(layout):
     single = SWEEP.model_copy(update={"sweep": None, "lr": 0.01})
-    task_heads.train_task_head("one", TASK, single, 0, layout.root, layout.head("one"))
-    info = json.loads((layout.head("one") / paths.HEAD_INFO_FILE).read_text())
+    task_heads.train_task_head("one", TASK, single, 0, layout.root, out_dir(layout, "one").head)
+    info = json.loads((out_dir(layout, "one").head / paths.HEAD_INFO_FILE).read_text())
     assert info["hyperparameters"] == single.model_dump()
     assert [r["config"] for r in info["sweep"]] == [info["selected"]] == ["linear lr=0.01 wd=0.0001"]
     x, y = _split(layout, "train")
     alone, _ = torch_heads.train(x, y, 4, single, seed=0)
-    saved = torch_heads.load(layout.head("one") / paths.HEAD_FILE)
+    saved = torch_heads.load(out_dir(layout, "one").head / paths.HEAD_FILE)
     for k, v in alone.state_dict().items():
         assert torch.equal(saved.state_dict()[k], v), k  # bit for bit: no sweep machinery involved
 
@@ -112,5 +112,5 @@ def test_a_task_without_val_rows_fails_naming_it_and_writes_nothing(tmp_path):
     layout, params = pixels_features(tmp_path, split_p=(0.8, 0.0, 0.2))
     with pytest.raises(PipelineError, match=r"^tasks.pixels: no val images among its classes"):
         task_heads.train_task_head("pixels", params.tasks["pixels"], params.head, 0, tmp_path,
-                                   layout.head("pixels"))
-    assert not layout.head("pixels").exists()
+                                   out_dir(layout, "pixels").head)
+    assert not out_dir(layout, "pixels").head.exists()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from open_clip.transformer import VisionTransformer
 
-from tests.projects import subset_imagefolder, tiny_clip_config
+from tests.projects import out_dir, subset_imagefolder, tiny_clip_config
 from transferlab.config.errors import PipelineError
 from transferlab.config.params import parse
 from transferlab.config.paths import Layout
@@ -67,11 +67,12 @@ def test_class_prompts_run_the_text_tower_only(project):
     layout, params = project
     task = params.tasks["digits"]
     info, passes = image_tower_calls(
-        lambda: zero_shot.write_zero_shot("digits", task, params.head.prompt_templates, 0, layout))
+        lambda: zero_shot.write_zero_shot("digits", task, params.head.prompt_templates, 0, layout,
+                                          out_dir(layout, "digits").zero_shot))
     assert passes == 0
     assert info["ran"] and info["classes"] == ["0", "1", "2"]
     assert info["prompts"][1] == ["a photo of the number one.", "a handwritten one."]
-    _, emb = zero_shot.read(layout.zero_shot("digits"))
+    _, emb = zero_shot.read(out_dir(layout, "digits").zero_shot)
     # what the text tower gives these prompts, averaged over the templates and normalised
     model, _ = backbones.load_classifier(layout.backbone("clip"))
     tokenizer = open_clip.get_tokenizer(f"local-dir:{layout.backbone('clip')}")
@@ -90,32 +91,34 @@ def test_predictions_are_the_most_similar_class():
 def test_metrics_and_the_efficiency_curve_start_at_zero_shots(project):
     layout, params = project
     for name, task in params.tasks.items():
-        train_task_head(name, task, params.head, 0, layout.root, layout.head(name))
-        zero_shot.write_zero_shot(name, task, params.head.prompt_templates, 0, layout)
-        train_on_images("finetune", name, task, params.finetune, 0, layout, CPU)
-        evaluate(name, task, params.evaluate, 0, layout, params.head)
-    metrics = json.loads((layout.results("digits") / "metrics.json").read_text())
+        train_task_head(name, task, params.head, 0, layout.root, out_dir(layout, name).head)
+        zero_shot.write_zero_shot(name, task, params.head.prompt_templates, 0, layout,
+                                  out_dir(layout, name).zero_shot)
+        train_on_images("finetune", name, task, params.finetune, 0, layout, out_dir(layout, name), CPU)
+        evaluate(name, task, params.evaluate, 0, layout, out_dir(layout, name), params.head)
+    metrics = json.loads((out_dir(layout, "digits").results / "metrics.json").read_text())
     zero = metrics["zero_shot"]
     assert zero["n_train"] == 0 and 0 <= zero["test_accuracy"] <= 1 and "macro_f1" in zero
-    curve = pd.read_csv(layout.results("digits") / "efficiency.csv")
+    curve = pd.read_csv(out_dir(layout, "digits").results / "efficiency.csv")
     assert curve.iloc[0][["shots", "method", "n_train"]].tolist() == [0, "zero_shot", 0]
     assert sorted(curve["shots"].unique()) == [0, 1, 3]
     # by hand: cosine similarity of the cached test features to the class embeddings
     feats, index = sets.read(layout.features("clip"))
-    _, emb = zero_shot.read(layout.zero_shot("digits"))
+    _, emb = zero_shot.read(out_dir(layout, "digits").zero_shot)
     test = index[index["split"] == "test"]
     pred = zero_shot.predict(emb, np.asarray(feats)[test.index.to_numpy()]).argmax(1)
     assert zero["test_accuracy"] == pytest.approx(float((pred == test["label"].astype(int)).mean()), abs=1e-6)
     # a feature set without a text tower: no zero-shot head
-    assert json.loads((layout.zero_shot("plain") / "zero_shot.json").read_text())["ran"] is False
-    assert "zero_shot" not in json.loads((layout.results("plain") / "metrics.json").read_text())
+    assert json.loads((out_dir(layout, "plain").zero_shot / "zero_shot.json").read_text())["ran"] is False
+    assert "zero_shot" not in json.loads((out_dir(layout, "plain").results / "metrics.json").read_text())
 
 
 def test_class_text_must_name_classes_of_the_task(project):
     layout, params = project
     task = params.tasks["digits"].model_copy(update={"class_text": {"7": "seven"}})
     with pytest.raises(PipelineError, match="tasks.digits.class_text: '7' is not a class"):
-        zero_shot.write_zero_shot("digits", task, params.head.prompt_templates, 0, layout)
+        zero_shot.write_zero_shot("digits", task, params.head.prompt_templates, 0, layout,
+                                  out_dir(layout, "digits").zero_shot)
 
 
 def test_templates_hold_one_slot():
@@ -128,12 +131,12 @@ def test_the_image_tower_fine_tunes_and_trains_from_scratch(project):
     """finetune (LP-FT from the probe) and scratch on an OpenCLIP backbone: the image tower is the trunk."""
     layout, params = project
     task = params.tasks["digits"].model_copy(update={"finetune": "lpft", "scratch": True})
-    train_task_head("clip-ft", task, params.head, 0, layout.root, layout.head("clip-ft"))
+    train_task_head("clip-ft", task, params.head, 0, layout.root, out_dir(layout, "clip-ft").head)
     ft = train_on_images("finetune", "clip-ft", task, params.finetune.model_copy(update={"epochs": 1}), 0,
-                         layout, CPU)
+                         layout, out_dir(layout, "clip-ft"), CPU)
     sc = train_on_images("scratch", "clip-ft", task, params.finetune.model_copy(update={"epochs": 1}), 0,
-                         layout, CPU)
+                         layout, out_dir(layout, "clip-ft"), CPU)
     assert ft["mode"] == "lpft" and ft["epochs_run"] == 1 and sc["ran"] and sc["epochs_run"] == 1
-    for folder in (layout.finetune("clip-ft"), layout.scratch("clip-ft")):
+    for folder in (out_dir(layout, "clip-ft").finetune, out_dir(layout, "clip-ft").scratch):
         preds = pd.read_parquet(folder / "predictions.parquet")
         assert set(preds["split"]) == {"val", "test"} and preds["pred"].between(0, 2).all()

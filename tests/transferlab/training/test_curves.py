@@ -1,7 +1,7 @@
 """Training curves as DVC plots through DVCLive: one TSV per curve, the same bytes for the same training."""
 from __future__ import annotations
 
-from transferlab.training.curves import CURVES, write_curves, write_empty_curves
+from transferlab.training.curves import CURVES, write_curves
 
 STATS = {"train_loss": [1.25, 0.5, 0.25], "lr": [1e-3, 5e-4, 1e-7],
          "val": [{"accuracy": 0.5, "loss": 1.5}, {"accuracy": 0.75, "loss": 0.9}, {"accuracy": 0.8, "loss": 0.7}]}
@@ -26,8 +26,3 @@ def test_a_run_without_val_has_no_val_curve_and_rewriting_replaces(tmp_path):
     write_curves(tmp_path / "c", {**STATS, "val": []})
     assert "plots/metrics/val_accuracy.tsv" not in _files(tmp_path / "c")
 
-
-def test_a_skipped_method_writes_every_curve_empty(tmp_path):
-    write_empty_curves(tmp_path / "e")
-    assert {k: v.decode() for k, v in _files(tmp_path / "e").items()} == {
-        f"plots/metrics/{n}.tsv": f"step\t{n}\n" for n in CURVES}

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tests.projects import out_dir
 from transferlab.config.params import Finetune, Task
 from transferlab.data import transforms
 from transferlab.models import backbones
@@ -39,7 +40,8 @@ def _train_run(layout, cfg: Finetune, checkpoint: loop.Checkpointer, task: Task 
     """A fresh LP-FT model trained with the finetune stage's recipe; -> (model, stats)."""
     imgs = whole_network.task_images("lpft", task, 0, layout)
     torch.manual_seed(0)
-    model, trunk, top = whole_network.finetune_model(imgs.backbone, layout.head("lpft"), mode, len(imgs.classes))
+    model, trunk, top = whole_network.finetune_model(imgs.backbone, out_dir(layout, "lpft").head, mode,
+                                                     len(imgs.classes))
     groups = [{"params": trunk, "lr": cfg.lr * cfg.backbone_lr_mult}, {"params": top, "lr": cfg.lr}]
     pre = backbones.read_info(imgs.backbone).preprocessing
 
@@ -64,7 +66,8 @@ def test_freeze_then_unfreeze_and_resume_without_refreezing(project):
     cfg = Finetune(epochs=3, batch_size=8, lr=1e-3, freeze_epochs=1, freeze_norm=False, augment="light")
     memory = MemoryCheckpoint()
     model, stats = _train_run(layout, cfg, memory)
-    init = whole_network.finetune_model(layout.backbone("bb"), layout.head("lpft"), "lpft", 3)[0].state_dict()
+    init = whole_network.finetune_model(layout.backbone("bb"), out_dir(layout, "lpft").head, "lpft",
+                                        3)[0].state_dict()
     first, second, last = (s["model"] for s in memory.saved)
     assert [s["frozen"] for s in memory.saved] == [True, False, False]
     assert [s["epoch"] for s in memory.saved] == [1, 2, 3]

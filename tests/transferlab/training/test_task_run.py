@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from tests.projects import pixels_features
+from tests.projects import out_dir, pixels_features
 from transferlab.config import paths
 from transferlab.config.params import Evaluate, Finetune, Task
 from transferlab.evaluation import results
@@ -27,7 +27,7 @@ def project(tmp_path_factory):
     layout, params = pixels_features(root)
     task = params.tasks["pixels"]
     assert task.finetune == "none" and not task.scratch
-    train_task_head("pixels", task, params.head, params.seed, root, layout.head("pixels"))
+    train_task_head("pixels", task, params.head, params.seed, root, out_dir(layout, "pixels").head)
     return layout, task
 
 
@@ -42,22 +42,24 @@ def test_skip_record_only_for_a_method_the_task_does_not_ask_for():
 
 def test_finetune_none_is_recorded_and_evaluated_as_head_only(project):
     layout, task = project
-    info = train_on_images("finetune", "pixels", task, FT, 0, layout, CPU)
+    info = train_on_images("finetune", "pixels", task, FT, 0, layout, out_dir(layout, "pixels"), CPU)
     assert info == {"task": "pixels", "mode": "none"}
-    out = layout.finetune("pixels")
+    out = out_dir(layout, "pixels").finetune
     assert json.loads((out / paths.FINETUNE_INFO_FILE).read_text()) == info
     assert not (out / paths.FINETUNE_WEIGHTS_FILE).exists()
-    metrics = results.evaluate("pixels", task, Evaluate(normalize_confusion=True), 0, layout)
+    metrics = results.evaluate("pixels", task, Evaluate(normalize_confusion=True), 0, layout,
+                               out_dir(layout, "pixels"))
     assert set(metrics) == {"head", "reference", "prototype"}
 
 
 def test_scratch_skipped_is_recorded_and_left_out_of_evaluate(project):
     layout, task = project
-    train_on_images("finetune", "pixels", task, FT, 0, layout, CPU)  # evaluate reads the finetune record
+    # evaluate reads the finetune record
+    train_on_images("finetune", "pixels", task, FT, 0, layout, out_dir(layout, "pixels"), CPU)
     # device: a spec resolved only when there is something to train (a skip runs without the GPU it names)
-    skipped = train_on_images("scratch", "pixels", task, FT, 0, layout, "cuda")
+    skipped = train_on_images("scratch", "pixels", task, FT, 0, layout, out_dir(layout, "pixels"), "cuda")
     assert skipped == {"task": "pixels", "method": "scratch", "ran": False}
-    out = layout.scratch("pixels")
+    out = out_dir(layout, "pixels").scratch
     assert json.loads((out / paths.SCRATCH_INFO_FILE).read_text()) == skipped
     assert not (out / paths.SCRATCH_WEIGHTS_FILE).exists()
-    assert "scratch" not in results.evaluate("pixels", task, Evaluate(), 0, layout)
+    assert "scratch" not in results.evaluate("pixels", task, Evaluate(), 0, layout, out_dir(layout, "pixels"))

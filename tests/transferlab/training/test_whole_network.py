@@ -15,7 +15,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from tests.conftest import SMALL_PARAMS
 from tests.feature_heads import predict
-from tests.projects import subset_imagefolder
+from tests.projects import out_dir, subset_imagefolder
 from transferlab import load_features
 from transferlab.config import paths
 from transferlab.config.errors import PipelineError
@@ -50,7 +50,7 @@ def make_project(tmp, digits_root) -> tuple[Layout, pd.DataFrame]:
           layout.features("f"), CPU)
     head_cfg = Head(optimizer="adamw", epochs=30, batch_size=8, lr=0.01)
     for name, task in (("lpft", LPFT), ("plain", NONE)):
-        train_task_head(name, task, head_cfg, 0, layout.root, layout.head(name))
+        train_task_head(name, task, head_cfg, 0, layout.root, out_dir(layout, name).head)
     return layout, manifest
 
 
@@ -67,8 +67,9 @@ def _images(manifest: pd.DataFrame, pre: dict) -> torch.Tensor:
 def test_lpft_starts_from_the_trained_head(project):
     layout, manifest = project
     feats, index = load_features("f", layout.root)
-    head = torch_heads.load(layout.head("lpft") / paths.HEAD_FILE)
-    model, trunk_params, head_params = whole_network.finetune_model(layout.backbone("bb"), layout.head("lpft"),
+    head = torch_heads.load(out_dir(layout, "lpft").head / paths.HEAD_FILE)
+    model, trunk_params, head_params = whole_network.finetune_model(layout.backbone("bb"),
+                                                                    out_dir(layout, "lpft").head,
                                                                     "lpft", 3)
     assert len(head_params) == 2 and len(trunk_params) > 10
     info = backbones.read_info(layout.backbone("bb"))
@@ -91,23 +92,23 @@ def test_lpft_starts_from_the_trained_head(project):
     assert (np.abs(ft_logits - head_on_cache) <= cache_bound).all()
     assert (ft_logits.argmax(1) == head_on_cache.argmax(1)).mean() >= 0.9
 
-    fresh, _, _ = whole_network.finetune_model(layout.backbone("bb"), layout.head("lpft"), "full", 3)
+    fresh, _, _ = whole_network.finetune_model(layout.backbone("bb"), out_dir(layout, "lpft").head, "full", 3)
     with torch.no_grad():  # a new head (mode full) is far outside those bounds: the check can fail
         assert not (np.abs(fresh.eval()(x).numpy() - head_on_cache) <= cache_bound).all()
 
 
 def test_finetune_and_evaluate(project):
     layout, manifest = project
-    info = train_on_images("finetune", "lpft", LPFT, FT, 0, layout, CPU)
-    out = layout.finetune("lpft")
+    info = train_on_images("finetune", "lpft", LPFT, FT, 0, layout, out_dir(layout, "lpft"), CPU)
+    out = out_dir(layout, "lpft").finetune
     assert info["mode"] == "lpft" and info["classes"] == ["0", "1", "2"]
     assert len(info["train_loss"]) == 1 and np.isfinite(info["train_loss"][0])
     tuned = load_file(out / paths.FINETUNE_WEIGHTS_FILE)
     start = load_file(layout.backbone("bb") / backbones.WEIGHTS_FILE)
     assert not torch.equal(tuned["0.conv1.weight"], start["conv1.weight"])  # the backbone was trained too
 
-    metrics = results.evaluate("lpft", LPFT, Evaluate(), 0, layout)
-    on_disk = json.loads((layout.results("lpft") / "metrics.json").read_text())
+    metrics = results.evaluate("lpft", LPFT, Evaluate(), 0, layout, out_dir(layout, "lpft"))
+    on_disk = json.loads((out_dir(layout, "lpft").results / "metrics.json").read_text())
     assert on_disk == metrics
     assert set(on_disk) == {"head", "reference", "prototype", "finetune"}
     wanted = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
@@ -126,12 +127,13 @@ def test_finetune_and_evaluate(project):
     assert on_disk["finetune"]["test_accuracy"] == pytest.approx((test["pred"] == test["y"]).mean(), abs=1e-6)
     assert set(preds["image_id"]) == set(used.loc[used["split"] != "train", "image_id"])
 
-    for kind, (kind_preds, _) in results.feature_predictions("lpft", LPFT, 0, layout).items():
+    preds_by_kind = results.feature_predictions("lpft", LPFT, 0, layout, out_dir(layout, "lpft"))
+    for kind, (kind_preds, _) in preds_by_kind.items():
         ktest = kind_preds[kind_preds["split"] == "test"]
         assert on_disk[kind]["test_accuracy"] == pytest.approx((ktest["pred"] == ktest["y"]).mean(), abs=1e-6)
-    confusion = pd.read_csv(layout.results("lpft") / "confusion.csv")
+    confusion = pd.read_csv(out_dir(layout, "lpft").results / "confusion.csv")
     assert len(confusion) == on_disk["head"]["n_test"]
-    assert (layout.results("lpft") / "confusion.png").stat().st_size > 0
+    assert (out_dir(layout, "lpft").results / "confusion.png").stat().st_size > 0
 
 
 # --- the run's checkpoint key, the recipe, augmentation -------------------------------------------------
@@ -141,19 +143,22 @@ def test_a_changed_config_never_resumes_from_a_stale_checkpoint(project, monkeyp
     layout, _ = project
     monkeypatch.setattr(checkpoints.Checkpoint, "clear", lambda self: None)  # keep them all
     ckpts = layout.checkpoints("lpft", "finetune")
-    first = train_on_images("finetune", "lpft", LPFT, FT, 0, layout, CPU)
-    preds = pd.read_parquet(layout.finetune("lpft") / paths.PREDICTIONS_FILE)
+    first = train_on_images("finetune", "lpft", LPFT, FT, 0, layout, out_dir(layout, "lpft"), CPU)
+    preds = pd.read_parquet(out_dir(layout, "lpft").finetune / paths.PREDICTIONS_FILE)
     [key] = [p.name for p in ckpts.iterdir()]
-    again = train_on_images("finetune", "lpft", LPFT, FT, 0, layout, CPU)  # the same run: its finished state
+    # the same run: its finished state
+    again = train_on_images("finetune", "lpft", LPFT, FT, 0, layout, out_dir(layout, "lpft"), CPU)
     assert first["resumed_from_epoch"] is None and again["resumed_from_epoch"] == FT.epochs
-    pd.testing.assert_frame_equal(pd.read_parquet(layout.finetune("lpft") / paths.PREDICTIONS_FILE), preds)
+    pd.testing.assert_frame_equal(pd.read_parquet(out_dir(layout, "lpft").finetune / paths.PREDICTIONS_FILE),
+                                  preds)
     for changed in (FT.model_copy(update={"lr": 2e-3}), FT.model_copy(update={"augment": "light"})):
-        info = train_on_images("finetune", "lpft", LPFT, changed, 0, layout, CPU)
+        info = train_on_images("finetune", "lpft", LPFT, changed, 0, layout, out_dir(layout, "lpft"), CPU)
         assert info["resumed_from_epoch"] is None, changed
         keys = [p.name for p in ckpts.iterdir()]
         assert len(keys) == 1 and key not in keys  # the stale one is gone
         key = keys[0]
-    assert train_on_images("finetune", "lpft", LPFT, FT, 1, layout, CPU)["resumed_from_epoch"] is None  # seed 1
+    seed1 = train_on_images("finetune", "lpft", LPFT, FT, 1, layout, out_dir(layout, "lpft"), CPU)
+    assert seed1["resumed_from_epoch"] is None
     shutil.rmtree(ckpts.parent)
 
 
@@ -201,9 +206,9 @@ def test_augmentation_moves_pixels_reproducibly(project, augment):
 def test_scratch_trains_the_architecture_from_random_init_and_is_evaluated(project):
     layout, manifest = project
     task = LPFT.model_copy(update={"scratch": True})
-    info = train_on_images("scratch", "lpft", task, FT, 0, layout, CPU)
+    info = train_on_images("scratch", "lpft", task, FT, 0, layout, out_dir(layout, "lpft"), CPU)
     assert info["ran"] and info["arch"] == "resnet18" and info["resumed_from_epoch"] is None
-    weights = load_file(layout.scratch("lpft") / paths.SCRATCH_WEIGHTS_FILE)
+    weights = load_file(out_dir(layout, "lpft").scratch / paths.SCRATCH_WEIGHTS_FILE)
     assert weights["fc.weight"].shape == (3, 512)  # the architecture, sized to the task's classes
     torch.manual_seed(0)
     init = backbones.build("resnet18", 3).state_dict()
@@ -211,11 +216,12 @@ def test_scratch_trains_the_architecture_from_random_init_and_is_evaluated(proje
     assert "conv1.weight" in moved and "fc.weight" in moved  # every layer trained from its seeded init
     assert not layout.checkpoints("lpft", "scratch").exists()
 
-    train_on_images("finetune", "lpft", NONE, FT, 0, layout, CPU)  # evaluate reads the finetune record too
-    metrics = results.evaluate("lpft", task, Evaluate(), 0, layout)
+    # evaluate reads the finetune record too
+    train_on_images("finetune", "lpft", NONE, FT, 0, layout, out_dir(layout, "lpft"), CPU)
+    metrics = results.evaluate("lpft", task, Evaluate(), 0, layout, out_dir(layout, "lpft"))
     assert set(metrics) == {"head", "reference", "prototype", "scratch"}
     used = manifest[manifest["label"].isin(["0", "1", "2"])]
     assert metrics["scratch"]["n_train"] == info["n_train"] == (used["split"] == "train").sum()
-    preds = pd.read_parquet(layout.scratch("lpft") / paths.PREDICTIONS_FILE)
+    preds = pd.read_parquet(out_dir(layout, "lpft").scratch / paths.PREDICTIONS_FILE)
     test = preds[preds["split"] == "test"]
     assert metrics["scratch"]["test_accuracy"] == pytest.approx((test["pred"] == test["y"]).mean(), abs=1e-6)
