@@ -2,10 +2,10 @@
 
 ours: transferlab.heads.fit.fit_best with params.yaml's head section (optimizer lbfgs: preconditioned L-BFGS
 over the sweep.C decades, warm-started, then sweep.refine's half-decades either side of the best on val; the
-best on val kept), as train_head@ fits it.
+best on val kept), as tasks@ fits it.
 baseline: the reference row (transferlab.heads.reference.fit: scikit-learn's LogisticRegression, lbfgs, over
 13 values of C half a decade apart from 1e-4 to 1e2, the grid ours searches within, warm-started, the best on
-val kept), as train_head@ fits it beside the head.
+val kept), as tasks@ fits it beside the head.
 Both on the same features, timed whole, side by side; test accuracy of each on 10,000 held-out rows.
 The features are synthetic but structured like pooled CNN features (features(): non-negative, correlated,
 ill-conditioned, not linearly separable: the probe's test accuracy is about 0.8).
