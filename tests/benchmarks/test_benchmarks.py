@@ -23,6 +23,7 @@ from benchmarks import (
     head_sweep,
     head_vs_frozen,
     incremental,
+    many_tasks,
     model_zoo,
     prepare_memory,
     scaling,
@@ -77,6 +78,7 @@ def test_quick_run_of_every_benchmark_writes_result_json(tmp_path):
     _check_head_sweep(loaded["head_sweep"])
     _check_model_zoo(loaded["model_zoo"])
     _check_head_scale(loaded["head_scale"])
+    _check_many_tasks(loaded["many_tasks"])
 
     summary = (results / "summary.md").read_text()
     for name in (*BENCHMARKS, *NOT_BUILT):
@@ -115,14 +117,79 @@ def _check_task_reuse(reuse: dict) -> None:
     assert reuse["images"] == reuse["baseline"]["images_extracted"] == task_reuse.QUICK["n"]
     assert not [s for s in reuse["ours"]["stages_run"] if s.startswith(task_reuse.UPSTREAM)]
     assert any(s.startswith("features@") for s in reuse["baseline"]["stages_run"])
-    assert "train_head@digits" in reuse["baseline"]["stages_run"]
-    assert f"train_head@{task}" in reuse["ours"]["stages_run"]
-    assert set(reuse["val_accuracy"]) == {"digits", task}
-    assert all(0 <= a <= 1 for a in reuse["val_accuracy"].values())
+    assert task_reuse.TASKS_STAGE in reuse["baseline"]["stages_run"]
+    assert task_reuse.TASKS_STAGE in reuse["ours"]["stages_run"]
+    # the first run computed its one task; the second computed the new task and copied the first from the cache
+    assert reuse["baseline"]["tasks_run"]["tasks"]["digits"]["computed"] is True
+    ours = reuse["ours"]["tasks_run"]
+    assert (ours["computed"], ours["reused"]) == (1, 1)
+    assert ours["tasks"][task]["computed"] is True and ours["tasks"]["digits"] == {"computed": False}
+    assert _number(reuse["ours"]["task_compute_seconds"]) and reuse["ours"]["task_compute_seconds"] > 0
+    assert set(reuse["test_accuracy"]) == {"digits", task}
+    assert all(0 <= a <= 1 for a in reuse["test_accuracy"].values())
     for side in ("baseline", "ours"):
         assert list(reuse[side]["stage_seconds"]) == reuse[side]["stages_run"]
         assert sum(reuse[side]["stage_seconds"].values()) <= reuse[side]["seconds"] + 0.1
         assert _number(reuse[side]["train_head_internals"]["heads_train_seconds"])
+    assert len(reuse["code"]["commit"]) == 40
+
+
+def _check_many_tasks(r: dict) -> None:
+    c = many_tasks.QUICK
+    final = c["hundred"] + c["one_more"]
+    assert r["setup"]["images_extracted"] == 1797  # the embedded digits
+    assert f"features@{many_tasks.FEATURESET}" in r["setup"]["stages_run"]
+    ten, hundred, ours = r["ten_tasks"], r["hundred_tasks"], r["ours"]
+    assert (ten["tasks"], ten["added"], ten["computed"], ten["reused"]) == (
+        c["ten"], c["ten"] - 1, c["ten"] - 1, 1)
+    # the task cache emptied: every task computed
+    assert (hundred["tasks"], hundred["computed"], hundred["reused"]) == (c["hundred"], c["hundred"], 0)
+    assert [x["tasks"] for x in ours["runs"]] == list(range(c["hundred"] + 1, final + 1))
+    assert (ours["computed"], ours["reused"]) == (1, ours["tasks"] - 1)
+    for side in (ten, hundred, ours):
+        assert many_tasks.TASKS_STAGE in side["stages_run"]
+        assert not [s for s in side["stages_run"] if s.startswith(many_tasks.UPSTREAM)]
+        assert _number(side["seconds"]) and side["task_compute_seconds"] > 0
+    st = r["status"]
+    assert set(st) == {f"tasks_{c['ten']}", f"tasks_{final}", f"tasks_{c['status']}", "repro_1000"}
+    # a quick run's budget is 0 s: status against the smaller lock, then a seeded task cache's lock of them all
+    big, seeded = st[f"tasks_{c['status']}"], st["repro_1000"]["seeded"]
+    assert st["repro_1000"]["ran"] is False and big["seeded"] is True
+    assert (big["lock_tasks"], big["lock_of_fewer"]["lock_tasks"]) == (c["status"], final)
+    assert seeded["entries_seeded"] == seeded["reused"] - final == c["status"] - final
+    assert seeded["computed"] == 0 and _number(big["seconds"]) and _number(big["lock_of_fewer"]["seconds"])
+    assert (r["one_task_seconds"], r["hundred_tasks_seconds"], r["status_1000_seconds"]) == (
+        ours["seconds"], hundred["seconds"], st[f"tasks_{c['status']}"]["seconds"])
+    targets = ("target_seconds_per_added_task", "target_100_tasks_seconds", "target_status_1000_seconds")
+    assert [r[k] for k in targets] == [3, 300, 10]
+    assert r["meets_target_seconds_per_added_task"] == (r["one_task_seconds"] <= 3)
+    split = r["time_split"]
+    assert split["tasks"] == final and split["new_task_compute_seconds"] == ours["task_compute_seconds"]
+    assert all(_number(v) for k, v in split.items() if k.endswith("_seconds"))
+    assert sum(r["task_kinds"][k] for k in ("label subset", "label map")) == c["status"]
+
+
+def test_many_tasks_varied_tasks(raw_digits):
+    """many_tasks' tasks: valid params, each selectable on the digits, varied, and the same on every call (the
+    benchmark adds tasks by growing the list)."""
+    from transferlab.config import params as P
+    from transferlab.data.tasks import select
+    from transferlab.tasks.run import trains_images
+
+    base = many_tasks.project_params()
+    params = P.Params.model_validate(many_tasks.with_tasks(base, many_tasks.FULL["status"]))
+    assert len(params.tasks) == many_tasks.FULL["status"]
+    assert list(many_tasks.with_tasks(base, 100)["tasks"]) == list(params.tasks)[:100]
+    assert many_tasks.varied_tasks(1, 50) == many_tasks.varied_tasks(1, 50)
+    assert not any(trains_images(t) for t in params.tasks.values())  # linear probes only
+    _, index = raw_digits
+    for name, task in list(params.tasks.items())[:many_tasks.FULL["hundred"] + many_tasks.FULL["one_more"]]:
+        sel = select(index, task, params.seed, name)  # raises where a task cannot be built
+        assert len(sel.classes) >= 2 and len(sel.split("val")) and len(sel.split("test")), name
+    entries = many_tasks.varied_tasks(1, many_tasks.FULL["status"]).values()
+    for key in ("classes", "label_map", "shots", "shot_seeds", "efficiency_shots"):
+        assert sum(key in e for e in entries) >= 10, key
+    assert len({len(e.get("classes", e.get("label_map", ()))) for e in entries}) >= 8  # 2 to 10 digits
 
 
 def _check_incremental(inc: dict) -> None:

@@ -6,8 +6,11 @@ import shutil
 import yaml
 
 from flows.compare import compare
-from tests.conftest import sh
+from tests.conftest import SMALL_PARAMS, sh
 from tests.flows.conftest import artifacts
+from transferlab.config.paths import Layout
+
+FEWSHOT_METRICS = Layout().metrics(SMALL_PARAMS["tasks"]["fewshot"]["features"], "fewshot").as_posix()
 
 
 def test_compare_publishes_the_changed_param_and_metrics(reproduced, prefect_api, tmp_path):
@@ -27,7 +30,7 @@ def test_compare_publishes_the_changed_param_and_metrics(reproduced, prefect_api
     assert published["transferlab-params-diff"] == [
         {"file": "params.yaml", "key": "head.epochs", "old": 20, "new": 5, "diff": -15}]
     metrics = {(row["file"], row["key"]): row for row in published["transferlab-metrics-diff"]}
-    accuracy = metrics["results/fewshot/metrics.json", "head.test_accuracy"]
+    accuracy = metrics[FEWSHOT_METRICS, "head.test_accuracy"]
     assert accuracy["old"] is None and 0 < accuracy["new"] <= 1  # the first commit had no metrics yet
     assert state.result() == {"params": published["transferlab-params-diff"],
                               "metrics": published["transferlab-metrics-diff"]}
@@ -44,7 +47,7 @@ def test_compare_prints_its_tables_and_says_where_the_artifacts_went(reproduced,
         main([init, "--repo", str(repo)])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    assert f"## dvc metrics diff {init} (workspace)" in out and "| results/fewshot/metrics.json" in out, out
+    assert f"## dvc metrics diff {init} (workspace)" in out and f"| {FEWSHOT_METRICS}" in out, out
     assert out.rstrip().splitlines()[-1] == f"artifacts: on the Prefect server at {prefect_api} " \
                                             f"(UI: {prefect_api.removesuffix('/api')}/artifacts)"
 

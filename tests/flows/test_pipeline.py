@@ -13,6 +13,7 @@ from flows import dvc_cli
 from flows.pipeline import pipeline
 from tests.conftest import ENV, REPO, SMALL_PARAMS, sh
 from tests.flows.conftest import artifacts, flow_runs, task_runs
+from transferlab.config.paths import Layout
 
 
 def summary(repo) -> list[dict]:
@@ -41,10 +42,22 @@ def test_flow_reproduces_every_stage_and_publishes_the_metrics(reproduced, prefe
     assert published["transferlab-report"] == (repo / "reports" / "report.md").read_text()
 
 
+def models(repo) -> dict[str, dict[str, bytes]]:
+    """The weights of every trained head, reference and fine-tuned model (models/tasks/*/<task>/*/*.safetensors),
+    tensor by tensor (not the files' bytes: their metadata, and the .json beside them, hold seconds)."""
+    from safetensors.numpy import load_file
+
+    return {p.relative_to(repo).as_posix(): {k: v.tobytes() for k, v in load_file(p).items()}
+            for p in sorted((repo / "models" / "tasks").glob("*/*/*/*.safetensors"))}
+
+
 def test_two_runs_at_once_on_one_workspace(reproduced, prefect_api, tmp_path):
     repo = shutil.copytree(reproduced[0], tmp_path / "repo", symlinks=True)
+    before = models(repo)
+    confusion = {t: Layout(repo).figure(spec["features"], t, "confusion").read_bytes()
+                 for t, spec in SMALL_PARAMS["tasks"].items()}
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["evaluate"] = {"normalize_confusion": True}  # evaluate@* and report must run again, nothing upstream
+    params["evaluate"] = {"normalize_confusion": True}  # tasks@* and report must run again, nothing upstream
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {**ENV, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "prefect-home")}
@@ -57,8 +70,8 @@ def test_two_runs_at_once_on_one_workspace(reproduced, prefect_api, tmp_path):
 
     assert json.loads(sh("dvc", "status", "--json", cwd=repo).stdout) == {}
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert all(lock[f"evaluate@{task}"]["params"]["params.yaml"]["evaluate"] == {"normalize_confusion": True}
-               for task in SMALL_PARAMS["tasks"])
+    assert all(lock[f"tasks@{fs}"]["params"]["params.yaml"]["evaluate"] == {"normalize_confusion": True}
+               for fs in SMALL_PARAMS["features"])
     assert {row["task"] for row in summary(repo)} == set(SMALL_PARAMS["tasks"])
 
     runs = [run for run in flow_runs(prefect_api) if run.parameters.get("repo") == str(repo)]
@@ -66,11 +79,15 @@ def test_two_runs_at_once_on_one_workspace(reproduced, prefect_api, tmp_path):
     first, second = (stages_run(prefect_api, run.id) for run in runs)
     assert not first & second  # a stage one run reproduced, the other found up to date
     ran = first | second
-    assert {f"evaluate@{task}" for task in SMALL_PARAMS["tasks"]} | {"report"} <= ran
+    assert {f"tasks@{fs}" for fs in SMALL_PARAMS["features"]} | {"report"} <= ran
     upstream = {"export_digits", "prepare@digits", "backbone@random", "pretrain@src", "features@digits-src",
-                "features@digits-random", *(f"{stage}@{task}" for stage in ("train_head", "finetune")
-                                            for task in SMALL_PARAMS["tasks"])}
-    assert not ran & upstream  # features, heads and fine-tuned models are reused, not computed again
+                "features@digits-random"}
+    assert not ran & upstream  # the features are reused, not computed again
+    # every task evaluated again (its confusion figure now normalised), its heads and fine-tuned models the same
+    for t, spec in SMALL_PARAMS["tasks"].items():
+        assert Layout(repo).figure(spec["features"], t, "confusion").read_bytes() != confusion[t], t
+    assert models(repo) == before
+    assert {"head.safetensors", "finetuned.safetensors"} <= {k.rpartition("/")[2] for k in before}
 
 
 FAILING_STAGES = """

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.pools import GPU_KINDS
 from tests.conftest import REPO, SMALL_PARAMS, make_project, sh
 from transferlab.config.params import parse
 from transferlab.config.paths import EMBEDDED_DIGITS_ROOT, Layout
@@ -45,7 +46,8 @@ def stages(repo) -> dict[str, dict]:
 def expected() -> dict[str, dict]:
     """What every stage writes and reads, from the params and Layout alone."""
     models = {**P.backbones, **P.pretrain}
-    want = {"validate": {"outs": {rel(L.params_ok)}, "deps": {rel(L.params)}, "params": set()},
+    want = {"validate": {"outs": {rel(L.params_ok), rel(L.task_entries("x").parent)}, "deps": {rel(L.params)},
+                         "params": set()},
             "export_digits": {"outs": {EMBEDDED_DIGITS_ROOT}, "deps": set(), "params": set()}}
     for name, ds in P.datasets.items():
         want[f"prepare@{name}"] = {"outs": {rel(L.prepared(name))}, "deps": {ds.root},
@@ -62,30 +64,19 @@ def expected() -> dict[str, dict]:
         want[f"features@{name}"] = {"outs": {rel(L.features(name)), rel(L.features_run(name))},
                                     "deps": {rel(L.prepared(fs.dataset)), rel(L.backbone(fs.backbone))},
                                     "params": {f"features.{name}"}}
-    for name, task in P.tasks.items():
-        feats = rel(L.features(task.features))
-        want[f"train_head@{name}"] = {"outs": {rel(L.head(name)), rel(L.zero_shot(name))}, "deps": {feats},
-                                      "params": {f"tasks.{name}", "head", "seed"}}
-        want[f"finetune@{name}"] = {"outs": {rel(L.finetune(name)), rel(L.curves("finetune", name)),
-                                             rel(L.run_record(name, "finetune"))},
-                                    "deps": {feats, rel(L.head(name))},
-                                    "params": {f"tasks.{name}", "finetune", "seed"}}
-        want[f"scratch@{name}"] = {"outs": {rel(L.scratch(name)), rel(L.curves("scratch", name)),
-                                            rel(L.run_record(name, "scratch"))},
-                                   "deps": {feats},
-                                   "params": {f"tasks.{name}", "finetune", "seed"}}
-        results = L.results(name)
-        want[f"evaluate@{name}"] = {
-            "outs": {rel(results / f) for f in ("metrics.json", "confusion.csv", "confusion.png",
-                                                "efficiency.csv", "efficiency.png", "sweep.csv")},
-            "metrics": {rel(results / "metrics.json")},
-            "deps": {feats, rel(L.head(name)), rel(L.finetune(name)), rel(L.scratch(name)),
-                     rel(L.zero_shot(name))},
-            "params": {f"tasks.{name}", "evaluate", "head"}}
+    for name in P.features:  # tasks@<feature set>: every task on the set, one stage
+        results = {kind: rel(L.results(name, kind))
+                   for kind in ("metrics", "confusion", "efficiency", "sweep", "figures")}
+        want[f"tasks@{name}"] = {
+            "outs": {rel(L.tasks(name)), rel(L.tasks_run(name)), rel(L.tasks_curves(name)), *results.values()},
+            "metrics": {results["metrics"]},
+            "deps": {rel(L.features(name)), rel(L.task_entries(name))},
+            "params": {"head", "finetune", "evaluate", "seed", "device"}}
     want["report"] = {"outs": {rel(L.summary_csv), rel(L.report_md), rel(L.runs_json), rel(L.transfer_json)},
                       "metrics": {rel(L.runs_json), rel(L.transfer_json)},
-                      "deps": {rel(L.results("x").parent), rel(L.features("x").parent), rel(L.task("x").parent)},
-                      "params": {"tasks", "features"}}
+                      "deps": {rel(L.results("x", "metrics").parent.parent), rel(L.features("x").parent),
+                               rel(L.tasks("x").parent), rel(L.task_entries("x").parent)},
+                      "params": {"features"}}  # the tasks through data/tasks: dvc.lock stays one size
     return want
 
 
@@ -117,6 +108,19 @@ def test_every_metric_is_in_git(repo):
     assert rel(L.runs_json) in metrics and not any(metrics.values()), metrics
 
 
+@pytest.mark.parametrize("name", sorted(n for n in expected() if n.split("@")[0] in GPU_KINDS))
+def test_every_stage_that_runs_the_backbone_is_kept_in_the_run_cache(repo, name):
+    """DVC saves no run-cache entry for a stage with an out of cache: false (metrics and plots aside); a stage
+    that runs the backbone needs one to be restored rather than re-run (and, pushed, on another machine:
+    flows/pools.py --sync, `dvc repro --pull`)."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        [stage] = [s for s in dvc.index.stages if s.name == name]
+        uncached = [o.def_path for o in stage.outs if not o.use_cache and not (o.is_metric or o.is_plot)]
+    assert not uncached, (name, uncached)
+
+
 @pytest.mark.parametrize("name", sorted(set(expected()) - {"validate"}))
 def test_every_stage_waits_for_params_validation(stages, name):
     # validate must come first in graph order, so bad params fail as one line naming the key
@@ -135,21 +139,50 @@ def test_every_dependency_is_produced_by_a_stage_or_is_code(stages):
             if dep.startswith("src/transferlab/"):
                 assert (REPO / dep / "__init__.py").is_file(), (name, dep)  # a library sub-package
                 continue
-            assert any(dep == out or out.startswith(dep + "/") for out in produced), (name, dep)
+            # the output itself, a folder of outputs, or a file inside an output folder
+            assert any(dep == out or out.startswith(dep + "/") or dep.startswith(out + "/") for out in produced), (
+                name, dep)
 
 
-def test_dag_has_one_featureset_stage_feeding_many_heads(repo):
+@pytest.mark.parametrize("featureset", sorted(P.features))
+def test_a_tasks_stage_reads_its_own_tasks_only(stages, featureset):
+    """Not the whole tasks section (DVC compares a params section as one value): its own tasks' entries, as
+    validate writes them, so that adding or editing a task re-runs the stage of that task's feature set only."""
+    got = stages[f"tasks@{featureset}"]
+    assert not {p for p in got["params"] if p == "tasks" or p.startswith("tasks.")}, got["params"]
+    assert rel(L.task_entries(featureset)) in got["deps"], got["deps"]
+
+
+def test_layout_places_every_task_output_inside_its_stage_outputs():
+    """Each path Layout gives one task lies inside an output of its feature set's tasks@ stage (so DVC versions
+    it), and the metrics and plots are files of the stage's metrics and plots folders."""
+    for fs in P.features:
+        outs = expected()[f"tasks@{fs}"]["outs"]
+        for task in [t for t, spec in P.tasks.items() if spec.features == fs]:
+            models = L.task(fs, task)
+            paths = [models.head, models.zero_shot, models.finetune, models.scratch,
+                     models.run_record("finetune"), models.run_record("scratch"), L.metrics(fs, task),
+                     *(L.plot(fs, task, k) for k in ("confusion", "efficiency", "sweep")),
+                     *(L.figure(fs, task, k) for k in ("confusion", "efficiency")), L.task_curves(fs, task)]
+            for path in paths:
+                assert any(rel(path).startswith(out + "/") for out in outs), (fs, task, rel(path))
+        assert rel(L.metrics(fs, "t")).startswith(rel(L.results(fs, "metrics")) + "/")
+
+
+def test_dag_has_one_featureset_stage_feeding_one_tasks_stage_of_many_tasks(repo):
     dot = sh("dvc", "dag", "--dot", cwd=repo).stdout
     edges = set(re.findall(r'"([^"]+)"\s*->\s*"([^"]+)"', dot))
     nodes = set(re.findall(r'^"([^"]+)";$', dot, re.MULTILINE))
     assert sorted(n for n in nodes if n.startswith("features@")) == sorted(f"features@{f}" for f in P.features)
-    heads_of_src = {b for a, b in edges if a == "features@digits-src" and b.startswith("train_head@")}
-    want = {f"train_head@{t}" for t, task in P.tasks.items() if task.features == "digits-src"}
-    assert len(want) >= 2
-    assert heads_of_src == want
-    for task_name, task in P.tasks.items():  # and each head reads exactly its own feature set
-        feeders = {a for a, b in edges if b == f"train_head@{task_name}" and a.startswith("features@")}
-        assert feeders == {f"features@{task.features}"}, (task_name, feeders)
+    assert sorted(n for n in nodes if n.startswith("tasks@")) == sorted(f"tasks@{f}" for f in P.features)
+    assert not {n for n in nodes if n.startswith(("train_head@", "finetune@", "scratch@", "evaluate@"))}
+    # one stage for the several tasks of digits-src
+    assert len([t for t, task in P.tasks.items() if task.features == "digits-src"]) >= 2
+    assert {b for a, b in edges if a == "features@digits-src" and b.startswith("tasks@")} == {"tasks@digits-src"}
+    for fs in P.features:  # and each tasks stage reads exactly its own feature set
+        feeders = {a for a, b in edges if b == f"tasks@{fs}" and a.startswith("features@")}
+        assert feeders == {f"features@{fs}"}, (fs, feeders)
         # nothing upstream of the feature set is a direct input of a head: the backbone never runs again
-        assert not {a for a, b in edges if b == f"train_head@{task_name}"
+        assert not {a for a, b in edges if b == f"tasks@{fs}"
                     and a.startswith(("prepare@", "pretrain@", "backbone@"))}
+    assert {a for a, b in edges if b == "report" and a.startswith("tasks@")} == {f"tasks@{f}" for f in P.features}

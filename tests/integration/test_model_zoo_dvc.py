@@ -16,6 +16,8 @@ from tests.projects import tiny_clip_config
 from transferlab.config.paths import Layout
 
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+TASKS_LINE = re.compile(r"^tasks@(\S+): (\d+) computed \([\d.]+s\), (\d+) reused from the task cache$",
+                        re.MULTILINE)
 PARAMS = {**copy.deepcopy(SMALL_PARAMS), "pretrain": {},
           "backbones": {"vit": {"source": "timm", "arch": "test_vit.r160_in1k", "image_size": 32},
                         "clip": {"source": "open_clip", "arch": "configs/tiny-clip.json"}},
@@ -40,15 +42,16 @@ def built(tmp_path_factory):
 def test_timm_and_open_clip_backbones_run_to_the_report(built):
     repo, out = built
     ran = set(RUNNING.findall(out))
-    assert {"backbone@vit", "backbone@clip", "features@digits-vit", "features@digits-clip", "report"} <= ran
+    assert {"backbone@vit", "backbone@clip", "features@digits-vit", "features@digits-clip", "tasks@digits-vit",
+            "tasks@digits-clip", "report"} <= ran
     layout = Layout(repo)
-    vit = json.loads((layout.results("vit-fewshot") / "metrics.json").read_text())
+    vit = json.loads(layout.metrics("digits-vit", "vit-fewshot").read_text())
     assert vit["finetune"]["mode"] == "lpft" and "zero_shot" not in vit  # fine-tuned: timm trunk + the probe
     assert vit["scratch"]["n_train"] == 25  # the timm architecture trained from random init
-    clip = json.loads((layout.results("clip-fewshot") / "metrics.json").read_text())
+    clip = json.loads(layout.metrics("digits-clip", "clip-fewshot").read_text())
     zero = clip["zero_shot"]
     assert zero["n_train"] == 0 and {"test_accuracy", "macro_f1"} <= set(zero)
-    curve = pd.read_csv(layout.results("clip-fewshot") / "efficiency.csv")
+    curve = pd.read_csv(layout.plot("digits-clip", "clip-fewshot", "efficiency"))
     assert curve["shots"].iloc[0] == 0 and curve["method"].iloc[0] == "zero_shot"
     summary = pd.read_csv(layout.summary_csv)
     row = summary[(summary["task"] == "clip-fewshot") & (summary["method"] == "zero_shot")]
@@ -68,11 +71,15 @@ def test_a_new_label_set_on_the_clip_set_runs_no_image_tower(built):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = sh("dvc", "repro", cwd=repo)
     ran = set(RUNNING.findall(proc.stdout))
-    assert {"train_head@clip-parity", "evaluate@clip-parity"} <= ran, proc.stdout
-    # the image tower runs in features@ (and finetune@ / scratch@, which this task skips) only
-    assert not {s for s in ran if s.startswith(("features@", "backbone@"))}, ran
+    assert "tasks@digits-clip" in ran, proc.stdout
+    # the image tower runs in features@ (and in a task's finetune / scratch, which this task skips) only: no
+    # feature set is extracted again, the fine-tuned vit task's stage does not run, and of the clip set's tasks
+    # only the new one is computed (clip-fewshot is copied from the task cache)
+    assert not {s for s in ran if s.startswith(("features@", "backbone@", "tasks@digits-vit"))}, ran
+    counts = {fs: (int(c), int(r)) for fs, c, r in TASKS_LINE.findall(proc.stdout)}
+    assert counts == {"digits-clip": (1, 1)}, proc.stdout
     layout = Layout(repo)
-    record = json.loads((layout.zero_shot("clip-parity") / "zero_shot.json").read_text())
+    record = json.loads((layout.task("digits-clip", "clip-parity").zero_shot / "zero_shot.json").read_text())
     assert record["classes"] == ["even", "odd"] and record["prompts"] == [["a photo of a even number."],
                                                                           ["a photo of a odd number."]]
-    assert "zero_shot" in json.loads((layout.results("clip-parity") / "metrics.json").read_text())
+    assert "zero_shot" in json.loads(layout.metrics("digits-clip", "clip-parity").read_text())

@@ -25,6 +25,9 @@ from transferlab.config.paths import Layout
 
 METRIC_KEYS = {"test_accuracy", "val_accuracy", "macro_f1", "n_train", "n_test"}
 RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+# the last line of tasks@<feature set>: how many of its tasks it computed, how many it copied from the task cache
+TASKS_LINE = re.compile(r"^tasks@(\S+): (\d+) computed \([\d.]+s\), (\d+) reused from the task cache$",
+                        re.MULTILINE)
 UPSTREAM = ("export_digits", "prepare@", "backbone@", "pretrain@", "features@")
 
 
@@ -51,13 +54,26 @@ def expected_stages(params: dict) -> set[str]:
     stages |= {f"backbone@{b}" for b in params["backbones"]}
     stages |= {f"pretrain@{p}" for p in params["pretrain"]}
     stages |= {f"features@{f}" for f in params["features"]}
-    kinds = ("train_head", "finetune", "scratch", "evaluate")
-    stages |= {f"{kind}@{t}" for t in params["tasks"] for kind in kinds}
+    stages |= {f"tasks@{f}" for f in params["features"]}  # one stage per feature set runs all its tasks
     return stages
 
 
-def metrics(repo: Path, task: str) -> dict:
-    return json.loads((Layout(repo).results(task) / "metrics.json").read_text())
+def tasks_on(params: dict, featureset: str) -> list[str]:
+    return [t for t, spec in params["tasks"].items() if spec["features"] == featureset]
+
+
+def computed_reused(output: str) -> dict[str, tuple[int, int]]:
+    """Per tasks@<feature set> that ran: (tasks computed, tasks reused from the task cache), as it printed."""
+    return {fs: (int(c), int(r)) for fs, c, r in TASKS_LINE.findall(output)}
+
+
+def metrics(repo: Path, task: str, params: dict = PARAMS) -> dict:
+    return json.loads(Layout(repo).metrics(params["tasks"][task]["features"], task).read_text())
+
+
+def metrics_key(task: str, params: dict = PARAMS) -> str:
+    """The task's metrics file as DVC names it (relative to the repository)."""
+    return Layout().metrics(params["tasks"][task]["features"], task).as_posix()
 
 
 def write_params(repo: Path, params: dict) -> None:
@@ -65,13 +81,20 @@ def write_params(repo: Path, params: dict) -> None:
 
 
 def workspace(src: Path, dest: Path, commit: bool = True) -> Path:
-    """A private copy of a built repository; the (immutable, content-addressed) DVC cache is hard-linked."""
+    """A private copy of a built repository; the (immutable, content-addressed) DVC cache is hard-linked, and so
+    is the task cache (.cache/tasks: its entries are only ever added, never changed)."""
     def ignore(folder: str, names: list[str]) -> set[str]:
-        return {"cache", "tmp"} & set(names) if Path(folder) == src / ".dvc" else set()
+        if Path(folder) == src / ".dvc":
+            return {"cache", "tmp"} & set(names)
+        return {".cache"} & set(names) if Path(folder) == src else set()
 
     shutil.copytree(src, dest, symlinks=True, ignore=ignore)
     shutil.copytree(src / ".dvc" / "cache", dest / ".dvc" / "cache", copy_function=os.link)
+    if (src / ".cache").is_dir():
+        shutil.copytree(src / ".cache", dest / ".cache", copy_function=os.link)
     if commit:
+        with (dest / ".gitignore").open("a") as f:  # as in the project's own .gitignore: no cache in git
+            f.write("/.cache/\n")
         sh("git", "add", "-A", cwd=dest)
         sh("git", "commit", "-qm", "baseline", cwd=dest)
     return dest
@@ -95,6 +118,15 @@ def built(tmp_path_factory) -> Built:
 
 def test_repro_runs_every_stage_and_writes_metrics_for_every_task(built):
     assert ran(built.output) == expected_stages(PARAMS)
+    # a fresh repository: every task computed, none found in the task cache, as printed and in the run records
+    assert computed_reused(built.output) == {fs: (len(tasks_on(PARAMS, fs)), 0) for fs in PARAMS["features"]}
+    runs = json.loads(Layout(built.repo).runs_json.read_text())["tasks"]
+    for fs in PARAMS["features"]:
+        record = json.loads(Layout(built.repo).tasks_run(fs).read_text())
+        assert (record["computed"], record["reused"]) == (len(tasks_on(PARAMS, fs)), 0), record
+        assert set(record["tasks"]) == set(tasks_on(PARAMS, fs))
+        assert all(t["computed"] and t["seconds"] > 0 for t in record["tasks"].values()), record
+        assert (runs[fs]["computed"], runs[fs]["reused"]) == (record["computed"], 0), runs
     for task, spec in PARAMS["tasks"].items():
         m = metrics(built.repo, task)
         assert METRIC_KEYS <= set(m["head"]), (task, m)
@@ -150,43 +182,57 @@ def test_fewshot_seeds_and_the_efficiency_plot(built):
     for kind in ("head", "reference", "prototype"):
         assert m[kind]["n_seeds"] == len(spec["shot_seeds"]) and m[kind]["test_accuracy_std"] >= 0, m
     shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=built.repo).stdout)["data"]
-    for task in PARAMS["tasks"]:  # every task's curve is a DVC plot, rendered by the multi-series template
-        content = shown[f"results/{task}/efficiency.csv"][0]["content"]
+    layout = Layout()
+    for task, t in PARAMS["tasks"].items():  # every task's curve is a DVC plot, by the multi-series template
+        content = shown[layout.plot(t["features"], task, "efficiency").as_posix()][0]["content"]
         assert content["encoding"]["color"]["field"] == "method", task
-    values = shown["results/fewshot/efficiency.csv"][0]["content"]["data"]["values"]
+    values = shown[layout.plot("digits-src", "fewshot", "efficiency").as_posix()][0]["content"]["data"]["values"]
     assert sorted({int(v["shots"]) for v in values}) == spec["efficiency_shots"]
     assert {v["method"] for v in values} == {"head", "reference", "prototype"}
 
 
 def test_training_curves_are_dvc_plots(built):
-    """pretrain@ and finetune@ record per-epoch curves (DVCLive) that `dvc plots show` draws; a skipped
-    fine-tune leaves empty ones, so the foreach group stays uniform."""
+    """pretrain@ and a task's fine-tune (in tasks@) record per-epoch curves (DVCLive) that `dvc plots show`
+    draws; a skipped fine-tune writes none (the tasks stage's curves folder holds only the methods that ran)."""
+    layout = Layout(built.repo)
     shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=built.repo).stdout)["data"]
-    for curves, epochs in ((Layout(built.repo).curves("finetune", "fewshot"), PARAMS["finetune"]["epochs"]),
-                           (Layout(built.repo).curves("pretrain", "src"), PARAMS["pretrain"]["src"]["epochs"])):
+    finetune = layout.task_curves("digits-src", "fewshot") / "finetune"
+    for curves, epochs in ((finetune, PARAMS["finetune"]["epochs"]),
+                           (layout.curves("pretrain", "src"), PARAMS["pretrain"]["src"]["epochs"])):
         for name in ("train_loss", "val_accuracy", "lr"):
             path = (curves / "plots" / "metrics" / f"{name}.tsv").relative_to(built.repo).as_posix()
             content = shown[path][0]["content"]
             assert [int(v["step"]) for v in content["data"]["values"]] == list(range(epochs)), path
             assert content["encoding"]["x"]["field"] == "step", path
-    skipped = Layout(built.repo).curves("finetune", "parity") / "plots" / "metrics" / "train_loss.tsv"
-    assert skipped.read_text() == "step\ttrain_loss\n"
+    assert layout.tasks_curves("digits-src").is_dir()
+    assert not layout.task_curves("digits-src", "parity").exists()  # no finetune, no scratch: no curve
+    assert not (layout.task_curves("digits-src", "fewshot") / "scratch").exists()  # scratch not asked for
+    assert not [p for p in shown if p.startswith(layout.tasks_curves("digits-src").relative_to(built.repo)
+                                                 .joinpath("parity").as_posix() + "/")]
 
 
 def test_forced_fine_tune_reruns_write_the_same_bytes(built, tmp_path):
+    """The fine-tune recomputed (the task cache emptied first) writes the same bytes; so does a forced re-run
+    that copies every task from the task cache."""
     repo = workspace(built.repo, tmp_path / "repo")
     layout = Layout(repo)
 
     def outputs() -> dict[str, bytes]:
         return {p.relative_to(repo).as_posix(): p.read_bytes()
-                for folder in (layout.finetune("fewshot"), layout.curves("finetune", "fewshot"))
+                for folder in (layout.task("digits-src", "fewshot").finetune,
+                               layout.task_curves("digits-src", "fewshot") / "finetune")
                 for p in sorted(folder.rglob("*")) if p.is_file()}
 
     before = outputs()
-    for _ in range(2):
-        sh("dvc", "repro", "--force", "--single-item", "finetune@fewshot", cwd=repo)
+    n = len(tasks_on(PARAMS, "digits-src"))
+    for emptied, want in ((True, (n, 0)), (False, (0, n))):
+        if emptied:
+            shutil.rmtree(layout.task_cache())
+        proc = sh("dvc", "repro", "--force", "--single-item", "tasks@digits-src", cwd=repo)
+        assert computed_reused(proc.stdout) == {"digits-src": want}, proc.stdout
         assert outputs() == before
     assert any(k.endswith("train_loss.tsv") for k in before)
+    assert any(k.endswith("finetuned.safetensors") for k in before)
 
 
 def test_second_repro_runs_no_stage(built):
@@ -243,7 +289,7 @@ def test_load_features_matches_the_manifest_row_for_row(built):
 # --- changing things ------------------------------------------------------------------------------------
 
 
-def test_new_task_on_existing_features_runs_only_its_own_stages(built, tmp_path):
+def test_new_task_on_existing_features_computes_only_itself(built, tmp_path):
     repo = workspace(built.repo, tmp_path / "repo")
     params = copy.deepcopy(PARAMS)
     params["tasks"]["all"] = {"features": "digits-src", "classes": [5, 6, 7, 8, 9]}
@@ -251,13 +297,25 @@ def test_new_task_on_existing_features_runs_only_its_own_stages(built, tmp_path)
     proc = sh("dvc", "repro", cwd=repo)
     stages = ran(proc.stdout)
     assert not [s for s in stages if s.startswith(UPSTREAM)], stages
-    # validate re-checks the edited params.yaml; its marker is unchanged, so nothing upstream re-runs
-    task_stages = {f"{kind}@all" for kind in ("train_head", "finetune", "scratch", "evaluate")}
-    assert stages == {"validate", "report"} | task_stages, stages
-    assert metrics(repo, "all")["head"]["test_accuracy"] > 0.5
+    # validate re-checks the edited params.yaml; its marker is unchanged, so nothing upstream re-runs, and only
+    # the new task's feature set's entries changed (data/tasks/digits-src.json), so only its tasks stage runs:
+    # it computes the new task and copies every other one from the task cache
+    assert stages == {"validate", "report", "tasks@digits-src"}, stages
+    assert computed_reused(proc.stdout) == {"digits-src": (1, len(tasks_on(PARAMS, "digits-src")))}, proc.stdout
+    record = json.loads(Layout(repo).tasks_run("digits-src").read_text())
+    assert {t: r["computed"] for t, r in record["tasks"].items()} == {
+        **{t: False for t in tasks_on(PARAMS, "digits-src")}, "all": True}, record
+    assert metrics(repo, "all", params)["head"]["test_accuracy"] > 0.5
     assert "all" in set(pd.read_csv(Layout(repo).summary_csv)["task"])
-    for task in PARAMS["tasks"]:  # the others were not re-evaluated
+    for task, spec in PARAMS["tasks"].items():  # the others were not re-evaluated: the same files
         assert metrics(repo, task) == metrics(built.repo, task)
+        fs, layout = spec["features"], Layout(repo)
+        for kind in ("confusion", "efficiency", "sweep"):
+            assert layout.plot(fs, task, kind).read_bytes() == Layout(built.repo).plot(fs, task, kind).read_bytes()
+        for part in ("head", "finetune"):
+            new, old = ({p.name: p.read_bytes() for p in getattr(Layout(r).task(fs, task), part).iterdir()}
+                        for r in (repo, built.repo))
+            assert new == old, (task, part)
 
 
 def test_features_rerun_that_finds_every_row_re_runs_nothing_downstream(built, tmp_path):
@@ -277,8 +335,10 @@ def test_exp_run_set_param_shows_in_exp_show(built, tmp_path):
     repo = workspace(built.repo, tmp_path / "repo")
     proc = sh("dvc", "exp", "run", "-S", "head.lr=0.05", cwd=repo)
     stages = ran(proc.stdout)
-    assert {f"train_head@{t}" for t in PARAMS["tasks"]} <= stages, stages
+    assert {f"tasks@{fs}" for fs in PARAMS["features"]} <= stages, stages
     assert not [s for s in stages if s.startswith(UPSTREAM)], stages
+    # the head's settings are in every task's fingerprint: every head is trained again
+    assert computed_reused(proc.stdout) == {fs: (len(tasks_on(PARAMS, fs)), 0) for fs in PARAMS["features"]}
 
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
     baseline = next(r for r in shown if r["rev"] != "workspace")
@@ -288,7 +348,7 @@ def test_exp_run_set_param_shows_in_exp_show(built, tmp_path):
     exp = exps[0]["data"]
     assert exp["params"]["params.yaml"]["data"]["head"]["lr"] == 0.05
     for task in PARAMS["tasks"]:
-        head = exp["metrics"][f"results/{task}/metrics.json"]["data"]["head"]
+        head = exp["metrics"][metrics_key(task)]["data"]["head"]
         assert METRIC_KEYS <= set(head), (task, head)
         assert 0.0 <= head["test_accuracy"] <= 1.0
 
@@ -299,8 +359,9 @@ def test_params_diff_and_metrics_diff_after_changing_head_epochs(built, tmp_path
     params["head"]["epochs"] = 3
     write_params(repo, params)
     proc = sh("dvc", "repro", cwd=repo)
-    assert {f"train_head@{t}" for t in PARAMS["tasks"]} <= ran(proc.stdout)
+    assert {f"tasks@{fs}" for fs in PARAMS["features"]} <= ran(proc.stdout)
     assert not [s for s in ran(proc.stdout) if s.startswith(UPSTREAM)]
+    assert computed_reused(proc.stdout) == {fs: (len(tasks_on(PARAMS, fs)), 0) for fs in PARAMS["features"]}
 
     pdiff = json.loads(sh("dvc", "params", "diff", "--json", cwd=repo).stdout)
     assert list(pdiff) == ["params.yaml"] and list(pdiff["params.yaml"]) == ["head.epochs"], pdiff
@@ -321,8 +382,9 @@ def test_params_diff_and_metrics_diff_after_changing_head_epochs(built, tmp_path
     sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
     fresh = sh("dvc", "metrics", "diff", "HEAD~1", "--all", cwd=clone)
     assert "failed to load" not in fresh.stderr + fresh.stdout, fresh.stderr
-    assert "results/parity/metrics.json" in fresh.stdout and "head.test_accuracy" in fresh.stdout, fresh.stdout
+    assert metrics_key("parity") in fresh.stdout and "head.test_accuracy" in fresh.stdout, fresh.stdout
     assert "reports/runs.json" in fresh.stdout and "features.digits-random.extracted" in fresh.stdout, fresh.stdout
+    assert "tasks.digits-src.computed" in fresh.stdout, fresh.stdout
 
 
 # --- bad params -----------------------------------------------------------------------------------------
@@ -359,7 +421,7 @@ def test_parse_rejects_bad_params_naming_the_key(kind):
 def test_stage_cli_fails_with_one_error_line(kind, tmp_path):
     params, key = _bad(kind)
     write_params(tmp_path, params)
-    proc = sh("python", "-m", "stages.train_head", "parity", cwd=tmp_path, check=False)
+    proc = sh("python", "-m", "stages.tasks", "digits-src", cwd=tmp_path, check=False)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr

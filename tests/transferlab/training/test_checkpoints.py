@@ -1,14 +1,13 @@
 """transferlab.training.checkpoints on disk: a fine-tune killed (SIGKILL) mid-epoch and re-run ends exactly
 where an uninterrupted run ends, and its checkpoint is gone once it finished.
 
-A real subprocess (`python -m stages.finetune <task>`) in a tiny project: 30 real digit images, a
-resnet18 at 32 px, 3 epochs with every resumable part switched on (freeze-then-unfreeze, augmentation,
-early-stopping state, class weights). The uninterrupted run is the same training called in this process
-(transferlab.training.task_run.train_on_images)."""
+A real subprocess (`python -m stages.tasks <feature set>`, killed at the task's first finetune checkpoint) in a
+tiny project: 30 real digit images, a resnet18 at 32 px, 3 epochs with every resumable part switched on
+(freeze-then-unfreeze, augmentation, early-stopping state, class weights). The uninterrupted run is the same
+task computed in this process (transferlab.tasks.run.run_task) into a folder of its own."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +18,11 @@ from safetensors.torch import load_file
 
 from tests.projects import run_stage_until_first_checkpoint, start_stage, subset_imagefolder, tiny_layout
 from transferlab.config import paths
-from transferlab.config.params import FeatureSet, Head, parse
+from transferlab.config.params import FeatureSet, parse
 from transferlab.features.build import build
-from transferlab.heads.task_heads import train_task_head
-from transferlab.training.task_run import train_on_images
+from transferlab.tasks.run import run_task
 
-TASK = "t"
+TASK, FEATURES = "t", "f"
 FT = {"epochs": 3, "batch_size": 8, "lr": 0.001, "backbone_lr_mult": 0.1, "weight_decay": 0.0001,
       "label_smoothing": 0.1, "freeze_norm": True, "freeze_epochs": 1, "augment": "light", "patience": 2,
       "class_weight": "balanced"}
@@ -38,15 +36,14 @@ def project(tmp_path_factory, digits_root, private_store):
     params = {"seed": 0, "device": "cpu",
               "datasets": {"tiny": {"source": "imagefolder", "root": str(images)}},
               "backbones": {"bb32": {"arch": "resnet18", "weights": "none", "image_size": 32}},
-              "features": {"f": {"dataset": "tiny", "backbone": "bb32"}},
-              "tasks": {TASK: {"features": "f", "finetune": "lpft"}}, "finetune": FT}
+              "features": {FEATURES: {"dataset": "tiny", "backbone": "bb32"}},
+              "tasks": {TASK: {"features": FEATURES, "finetune": "lpft"}}, "finetune": FT,
+              "head": {"optimizer": "adamw", "epochs": 20, "batch_size": 8, "reference": "never"}}
     (layout.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     p = parse(params)
     assert p.finetune.model_dump() == FT
-    build("f", FeatureSet(dataset="tiny", backbone="bb32"), pd.read_parquet(layout.manifest("tiny")),
-          layout.backbone("bb32"), layout.features("f"), torch.device("cpu"))
-    head = Head(optimizer="adamw", epochs=20, batch_size=8)
-    train_task_head(TASK, p.tasks[TASK], head, 0, layout.root, layout.head(TASK))
+    build(FEATURES, FeatureSet(dataset="tiny", backbone="bb32"), pd.read_parquet(layout.manifest("tiny")),
+          layout.backbone("bb32"), layout.features(FEATURES), torch.device("cpu"))
     return layout, p
 
 
@@ -56,9 +53,9 @@ def _outputs(out_dir: Path, stdout: str = "") -> dict:
             "weights": load_file(out_dir / paths.FINETUNE_WEIGHTS_FILE)}
 
 
-def _run(project) -> dict:
+def _run(task_dir: paths.TaskDir) -> dict:
     """The fine-tune's run record (seconds, resumed_from_epoch), beside its folder."""
-    return json.loads(project.run_record(TASK, "finetune").read_text())
+    return json.loads(task_dir.run_record("finetune").read_text())
 
 
 def _accuracy(preds: pd.DataFrame, split: str) -> float:
@@ -66,28 +63,32 @@ def _accuracy(preds: pd.DataFrame, split: str) -> float:
     return float((part["pred"] == part["y"]).mean())
 
 
-def test_killed_finetune_resumes_to_the_same_result(project):
+def test_killed_finetune_resumes_to_the_same_result(project, tmp_path):
     project, params = project
     root = project.root
     ckpt_root = project.checkpoints(TASK, "finetune")
-    train_on_images("finetune", TASK, params.tasks[TASK], params.finetune, params.seed, project,
-                    torch.device("cpu"))
-    whole = _outputs(project.finetune(TASK))
-    assert _run(project)["resumed_from_epoch"] is None and whole["info"]["epochs_run"] == FT["epochs"]
+    uninterrupted = paths.TaskDir(tmp_path / "uninterrupted")
+    run_task(TASK, params.tasks[TASK], params, project, uninterrupted)
+    whole = _outputs(uninterrupted.finetune)
+    assert _run(uninterrupted)["resumed_from_epoch"] is None and whole["info"]["epochs_run"] == FT["epochs"]
     assert not ckpt_root.exists()  # removed after a successful finish
-    shutil.rmtree(project.finetune(TASK))  # as DVC does before it re-runs a stage
+    published = project.task(FEATURES, TASK)
 
-    killed_at = run_stage_until_first_checkpoint(root, "finetune", TASK, ckpt_root)
-    assert not (project.finetune(TASK) / paths.PREDICTIONS_FILE).exists()
+    killed_at = run_stage_until_first_checkpoint(root, "tasks", FEATURES, ckpt_root)
+    assert not (published.finetune / paths.PREDICTIONS_FILE).exists()
+    entries = [p.name for p in project.task_cache().iterdir() if not p.name.endswith(".partial")]
+    assert entries == []  # a killed task leaves no cache entry, only its staging folder
     assert 1 <= killed_at < FT["epochs"]
 
-    proc = start_stage(root, "finetune", TASK)
+    proc = start_stage(root, "tasks", FEATURES)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    resumed = _outputs(project.finetune(TASK), out)
+    resumed = _outputs(published.finetune, out)
     info = resumed["info"]
-    assert _run(project)["resumed_from_epoch"] == killed_at, resumed["stdout"]
+    assert _run(published)["resumed_from_epoch"] == killed_at, resumed["stdout"]
     assert f"resumed after epoch {killed_at}" in resumed["stdout"]
+    assert f"tasks@{FEATURES}: 1 computed" in resumed["stdout"], resumed["stdout"]
+    assert json.loads(project.tasks_run(FEATURES).read_text())["tasks"][TASK]["computed"] is True
     assert info["epochs_run"] == whole["info"]["epochs_run"] and info["best_epoch"] == whole["info"]["best_epoch"]
     assert info["train_loss"] == whole["info"]["train_loss"]  # the epochs before the kill came from the checkpoint
     for split in ("val", "test"):  # the issue's bar: the same metrics within 0.2 points...
