@@ -19,10 +19,11 @@ def test_a_task_without_test_images_is_named(tmp_path):
         evaluate("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout, out_dir(layout, "pixels"))
 
 
-@pytest.mark.parametrize("missing, stage", [("head", "train_head"), ("finetune", "finetune")])
-def test_evaluate_before_its_inputs_names_the_stage_to_run(tmp_path, missing, stage):
+@pytest.mark.parametrize("missing", ["head", "finetune"])
+def test_evaluate_before_its_inputs_says_what_to_train_first(tmp_path, missing):
     layout, params = pixels_project(tmp_path)
-    shutil.rmtree(getattr(layout, missing)("pixels"))
-    with pytest.raises(PipelineError, match=rf"not found; run `dvc repro {stage}@pixels` first"):
+    shutil.rmtree(getattr(out_dir(layout, "pixels"), missing))
+    with pytest.raises(PipelineError, match=rf"{missing}/\S+ not found; train the task's head and its finetune "
+                                            "method first"):
         evaluate("pixels", params.tasks["pixels"], P.Evaluate(), 0, layout, out_dir(layout, "pixels"))
     assert not out_dir(layout, "pixels").results.exists()  # nothing written
