@@ -128,7 +128,7 @@ def head_internals(repo: Path, task: str, featureset: str = FEATURESET) -> dict:
 
 
 def run(work: Path, quick: bool = False) -> dict:
-    from transferlab.config.paths import Layout
+    from transferlab.config.paths import METRICS_FILE, Layout
 
     c = QUICK if quick else FULL
     params = project_params(c)
@@ -164,8 +164,9 @@ def run(work: Path, quick: bool = False) -> dict:
         runs.append((seconds, task, stages, record))
     ours_s, new_task, ours_stages, ours_tasks = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median
     layout = Layout(repo)
-    metrics = {t: json.loads(layout.metrics(FEATURESET, t).read_text())["head"]["test_accuracy"]
-               for t in params3["tasks"]}
+    # where tasks@ writes them (the report, which --quick leaves out, copies them into results/)
+    metrics = {t: json.loads((layout.task(FEATURESET, t).results / METRICS_FILE).read_text())["head"]
+               ["test_accuracy"] for t in params3["tasks"]}
 
     new = head_internals(repo, new_task)
     fits = new["heads_train_seconds"] + new["reference_fit_seconds"]

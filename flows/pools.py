@@ -41,8 +41,7 @@ _RUNNING = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 def pool_of(stage: str, params: P.Params) -> str:
     """gpu for stages that run the backbone, else cpu."""
     kind, _, name = stage.partition("@")
-    if kind == "tasks" and not any(t.finetune != "none" or t.scratch
-                                   for t in params.tasks.values() if t.features == name):
+    if kind == "tasks" and not any(t.trains_images for t in params.tasks.values() if t.features == name):
         return "cpu"  # heads on cached features only: the backbone never runs
     return "gpu" if kind in GPU_KINDS else "cpu"
 

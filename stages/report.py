@@ -1,5 +1,6 @@
-"""Stage report: every task and every method side by side -> reports/summary.csv and reports/report.md; what
-each features, finetune and scratch run did -> reports/runs.json (a DVC metric, in git)."""
+"""Stage report: every task's results from models/tasks published into results/ (its DVC metrics and plots, in
+git); every task and every method side by side -> reports/summary.csv and reports/report.md; what each features,
+finetune and scratch run did -> reports/runs.json (a DVC metric, in git)."""
 from __future__ import annotations
 
 import argparse

@@ -59,7 +59,7 @@ def make_project(dest: Path, params: dict) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for folder in ("stages", "src"):  # the stages' code deps (dvc.yaml) are these folders
         shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, dest / name)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=dest)

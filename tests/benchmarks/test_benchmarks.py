@@ -174,14 +174,13 @@ def test_many_tasks_varied_tasks(raw_digits):
     benchmark adds tasks by growing the list)."""
     from transferlab.config import params as P
     from transferlab.data.tasks import select
-    from transferlab.tasks.run import trains_images
 
     base = many_tasks.project_params()
     params = P.Params.model_validate(many_tasks.with_tasks(base, many_tasks.FULL["status"]))
     assert len(params.tasks) == many_tasks.FULL["status"]
     assert list(many_tasks.with_tasks(base, 100)["tasks"]) == list(params.tasks)[:100]
     assert many_tasks.varied_tasks(1, 50) == many_tasks.varied_tasks(1, 50)
-    assert not any(trains_images(t) for t in params.tasks.values())  # linear probes only
+    assert not any(t.trains_images for t in params.tasks.values())  # linear probes only
     _, index = raw_digits
     for name, task in list(params.tasks.items())[:many_tasks.FULL["hundred"] + many_tasks.FULL["one_more"]]:
         sel = select(index, task, params.seed, name)  # raises where a task cannot be built

@@ -6,11 +6,11 @@ import shutil
 import yaml
 
 from flows.compare import compare
-from tests.conftest import SMALL_PARAMS, sh
+from tests.conftest import sh
 from tests.flows.conftest import artifacts
 from transferlab.config.paths import Layout
 
-FEWSHOT_METRICS = Layout().metrics(SMALL_PARAMS["tasks"]["fewshot"]["features"], "fewshot").as_posix()
+FEWSHOT_METRICS = Layout().metrics("fewshot").as_posix()
 
 
 def test_compare_publishes_the_changed_param_and_metrics(reproduced, prefect_api, tmp_path):

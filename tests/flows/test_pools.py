@@ -141,17 +141,12 @@ def test_stages_run_on_gpu_and_cpu_pools_through_a_dvc_remote(pooled):
     run = json.loads((cpu_repo / "data" / "features" / "digits-random.run.json").read_text())
     assert run["extracted"] == 1797 and str(tmp_path / "gpu") in run["store"]
     for task in ("fewshot", "parity"):
-        metrics = json.loads(Layout(cpu_repo).metrics("digits-random", task).read_text())
+        metrics = json.loads(Layout(cpu_repo).metrics(task).read_text())
         assert 0 <= metrics["head"]["test_accuracy"] <= 1
-    assert "finetune" in json.loads(Layout(cpu_repo).metrics("digits-random", "fewshot").read_text())
+    assert "finetune" in json.loads(Layout(cpu_repo).metrics("fewshot").read_text())
     assert (cpu_repo / "reports" / "summary.csv").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tasks@<feature set> cannot come back from a remote run-cache: its metrics, plots and figures are "
-    "cache: false, and `dvc push --run-cache` (DVC 3.67) pushes no object of an uncached output, so the cpu "
-    "machine's `dvc repro --pull report` finds the entry but not its outputs and runs the stage, fine-tune "
-    "included (test_remote.py::test_the_shared_run_cache_restores_the_tasks_stage shows the same)"))
 def test_the_cpu_machine_gets_the_tasks_stage_from_the_remote_run_cache(pooled):
     """The fine-tune ran on the gpu machine only: the cpu machine checks out the tasks stage's outputs."""
     assert "tasks@digits-random" not in pooled.ran["cpu"], pooled.logs

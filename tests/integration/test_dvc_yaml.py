@@ -10,7 +10,8 @@ import pytest
 from flows.pools import GPU_KINDS
 from tests.conftest import REPO, SMALL_PARAMS, make_project, sh
 from transferlab.config.params import parse
-from transferlab.config.paths import EMBEDDED_DIGITS_ROOT, Layout
+from transferlab.config.paths import EMBEDDED_DIGITS_ROOT, FIGURE_KINDS, PLOT_KINDS, Layout
+from transferlab.evaluation.publish import RESULT_KINDS
 
 L = Layout()
 P = parse(SMALL_PARAMS)
@@ -65,17 +66,16 @@ def expected() -> dict[str, dict]:
                                     "deps": {rel(L.prepared(fs.dataset)), rel(L.backbone(fs.backbone))},
                                     "params": {f"features.{name}"}}
     for name in P.features:  # tasks@<feature set>: every task on the set, one stage
-        results = {kind: rel(L.results(name, kind))
-                   for kind in ("metrics", "confusion", "efficiency", "sweep", "figures")}
         want[f"tasks@{name}"] = {
-            "outs": {rel(L.tasks(name)), rel(L.tasks_run(name)), rel(L.tasks_curves(name)), *results.values()},
-            "metrics": {results["metrics"]},
+            "outs": {rel(L.tasks(name)), rel(L.tasks_run(name)), rel(L.tasks_curves(name))},
             "deps": {rel(L.features(name)), rel(L.task_entries(name))},
             "params": {"head", "finetune", "evaluate", "seed", "device"}}
-    want["report"] = {"outs": {rel(L.summary_csv), rel(L.report_md), rel(L.runs_json), rel(L.transfer_json)},
-                      "metrics": {rel(L.runs_json), rel(L.transfer_json)},
-                      "deps": {rel(L.results("x", "metrics").parent.parent), rel(L.features("x").parent),
-                               rel(L.tasks("x").parent), rel(L.task_entries("x").parent)},
+    results = {kind: rel(L.results(kind)) for kind in RESULT_KINDS}
+    want["report"] = {"outs": {rel(L.summary_csv), rel(L.report_md), rel(L.runs_json), rel(L.transfer_json),
+                               *results.values()},
+                      "metrics": {results["metrics"], rel(L.runs_json), rel(L.transfer_json)},
+                      "deps": {rel(L.features("x").parent), rel(L.tasks("x").parent),
+                               rel(L.task_entries("x").parent)},
                       "params": {"features"}}  # the tasks through data/tasks: dvc.lock stays one size
     return want
 
@@ -110,14 +110,15 @@ def test_every_metric_is_in_git(repo):
 
 @pytest.mark.parametrize("name", sorted(n for n in expected() if n.split("@")[0] in GPU_KINDS))
 def test_every_stage_that_runs_the_backbone_is_kept_in_the_run_cache(repo, name):
-    """DVC saves no run-cache entry for a stage with an out of cache: false (metrics and plots aside); a stage
-    that runs the backbone needs one to be restored rather than re-run (and, pushed, on another machine:
-    flows/pools.py --sync, `dvc repro --pull`)."""
+    """A stage that runs the backbone must be restored from DVC's run-cache rather than re-run, also on another
+    machine (flows/pools.py --sync, `dvc repro --pull`): DVC saves no run-cache entry for a stage with an out of
+    cache: false (metrics and plots aside), and `dvc push --run-cache` pushes no file of such an out, metrics
+    and plots included. So every out of such a stage is cached."""
     from dvc.repo import Repo
 
     with Repo(str(repo)) as dvc:
         [stage] = [s for s in dvc.index.stages if s.name == name]
-        uncached = [o.def_path for o in stage.outs if not o.use_cache and not (o.is_metric or o.is_plot)]
+        uncached = [o.def_path for o in stage.outs if not o.use_cache]
     assert not uncached, (name, uncached)
 
 
@@ -155,18 +156,21 @@ def test_a_tasks_stage_reads_its_own_tasks_only(stages, featureset):
 
 def test_layout_places_every_task_output_inside_its_stage_outputs():
     """Each path Layout gives one task lies inside an output of its feature set's tasks@ stage (so DVC versions
-    it), and the metrics and plots are files of the stage's metrics and plots folders."""
+    it), and its published metrics and plots are files of the report's metrics and plots folders."""
+    report = expected()["report"]["outs"]
     for fs in P.features:
         outs = expected()[f"tasks@{fs}"]["outs"]
         for task in [t for t, spec in P.tasks.items() if spec.features == fs]:
             models = L.task(fs, task)
-            paths = [models.head, models.zero_shot, models.finetune, models.scratch,
-                     models.run_record("finetune"), models.run_record("scratch"), L.metrics(fs, task),
-                     *(L.plot(fs, task, k) for k in ("confusion", "efficiency", "sweep")),
-                     *(L.figure(fs, task, k) for k in ("confusion", "efficiency")), L.task_curves(fs, task)]
+            paths = [models.head, models.zero_shot, models.finetune, models.scratch, models.results,
+                     models.run_record("finetune"), models.run_record("scratch"), L.task_curves(fs, task)]
             for path in paths:
                 assert any(rel(path).startswith(out + "/") for out in outs), (fs, task, rel(path))
-        assert rel(L.metrics(fs, "t")).startswith(rel(L.results(fs, "metrics")) + "/")
+            published = [L.metrics(task), *(L.plot(task, k) for k in PLOT_KINDS),
+                         *(L.figure(task, k) for k in FIGURE_KINDS)]
+            for path in published:
+                assert any(rel(path).startswith(out + "/") for out in report), (task, rel(path))
+    assert rel(L.metrics("t")).startswith(rel(L.results("metrics")) + "/")
 
 
 def test_dag_has_one_featureset_stage_feeding_one_tasks_stage_of_many_tasks(repo):

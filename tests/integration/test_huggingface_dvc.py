@@ -42,7 +42,7 @@ def test_huggingface_dataset_runs_to_the_report_and_names_its_broken_row(built):
     manifest = pd.read_parquet(layout.manifest("hf"))
     assert len(manifest) == 79 and set(manifest["label"]) == set(NAMES)  # nothing else lost
     assert (manifest.loc[manifest["image_id"].str.startswith("test/"), "split"] == "test").all()
-    m = json.loads(layout.metrics("hf-random", "hf-all").read_text())["head"]
+    m = json.loads(layout.metrics("hf-all").read_text())["head"]
     assert m["n_test"] == 20 and {"test_accuracy", "val_accuracy", "macro_f1"} <= set(m)
     assert "hf-all" in (repo / "reports" / "summary.csv").read_text()
     assert json.loads(sh("dvc", "status", "--json", cwd=repo).stdout) == {}  # reading left the dataset as it was

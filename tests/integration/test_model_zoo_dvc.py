@@ -45,13 +45,13 @@ def test_timm_and_open_clip_backbones_run_to_the_report(built):
     assert {"backbone@vit", "backbone@clip", "features@digits-vit", "features@digits-clip", "tasks@digits-vit",
             "tasks@digits-clip", "report"} <= ran
     layout = Layout(repo)
-    vit = json.loads(layout.metrics("digits-vit", "vit-fewshot").read_text())
+    vit = json.loads(layout.metrics("vit-fewshot").read_text())
     assert vit["finetune"]["mode"] == "lpft" and "zero_shot" not in vit  # fine-tuned: timm trunk + the probe
     assert vit["scratch"]["n_train"] == 25  # the timm architecture trained from random init
-    clip = json.loads(layout.metrics("digits-clip", "clip-fewshot").read_text())
+    clip = json.loads(layout.metrics("clip-fewshot").read_text())
     zero = clip["zero_shot"]
     assert zero["n_train"] == 0 and {"test_accuracy", "macro_f1"} <= set(zero)
-    curve = pd.read_csv(layout.plot("digits-clip", "clip-fewshot", "efficiency"))
+    curve = pd.read_csv(layout.plot("clip-fewshot", "efficiency"))
     assert curve["shots"].iloc[0] == 0 and curve["method"].iloc[0] == "zero_shot"
     summary = pd.read_csv(layout.summary_csv)
     row = summary[(summary["task"] == "clip-fewshot") & (summary["method"] == "zero_shot")]
@@ -82,4 +82,4 @@ def test_a_new_label_set_on_the_clip_set_runs_no_image_tower(built):
     record = json.loads((layout.task("digits-clip", "clip-parity").zero_shot / "zero_shot.json").read_text())
     assert record["classes"] == ["even", "odd"] and record["prompts"] == [["a photo of a even number."],
                                                                           ["a photo of a odd number."]]
-    assert "zero_shot" in json.loads(layout.metrics("digits-clip", "clip-parity").read_text())
+    assert "zero_shot" in json.loads(layout.metrics("clip-parity").read_text())

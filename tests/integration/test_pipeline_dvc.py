@@ -68,12 +68,12 @@ def computed_reused(output: str) -> dict[str, tuple[int, int]]:
 
 
 def metrics(repo: Path, task: str, params: dict = PARAMS) -> dict:
-    return json.loads(Layout(repo).metrics(params["tasks"][task]["features"], task).read_text())
+    return json.loads(Layout(repo).metrics(task).read_text())
 
 
 def metrics_key(task: str, params: dict = PARAMS) -> str:
     """The task's metrics file as DVC names it (relative to the repository)."""
-    return Layout().metrics(params["tasks"][task]["features"], task).as_posix()
+    return Layout().metrics(task).as_posix()
 
 
 def write_params(repo: Path, params: dict) -> None:
@@ -183,10 +183,10 @@ def test_fewshot_seeds_and_the_efficiency_plot(built):
         assert m[kind]["n_seeds"] == len(spec["shot_seeds"]) and m[kind]["test_accuracy_std"] >= 0, m
     shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=built.repo).stdout)["data"]
     layout = Layout()
-    for task, t in PARAMS["tasks"].items():  # every task's curve is a DVC plot, by the multi-series template
-        content = shown[layout.plot(t["features"], task, "efficiency").as_posix()][0]["content"]
+    for task in PARAMS["tasks"]:  # every task's curve is a DVC plot, by the multi-series template
+        content = shown[layout.plot(task, "efficiency").as_posix()][0]["content"]
         assert content["encoding"]["color"]["field"] == "method", task
-    values = shown[layout.plot("digits-src", "fewshot", "efficiency").as_posix()][0]["content"]["data"]["values"]
+    values = shown[layout.plot("fewshot", "efficiency").as_posix()][0]["content"]["data"]["values"]
     assert sorted({int(v["shots"]) for v in values}) == spec["efficiency_shots"]
     assert {v["method"] for v in values} == {"head", "reference", "prototype"}
 
@@ -311,7 +311,7 @@ def test_new_task_on_existing_features_computes_only_itself(built, tmp_path):
         assert metrics(repo, task) == metrics(built.repo, task)
         fs, layout = spec["features"], Layout(repo)
         for kind in ("confusion", "efficiency", "sweep"):
-            assert layout.plot(fs, task, kind).read_bytes() == Layout(built.repo).plot(fs, task, kind).read_bytes()
+            assert layout.plot(task, kind).read_bytes() == Layout(built.repo).plot(task, kind).read_bytes()
         for part in ("head", "finetune"):
             new, old = ({p.name: p.read_bytes() for p in getattr(Layout(r).task(fs, task), part).iterdir()}
                         for r in (repo, built.repo))

@@ -51,7 +51,7 @@ def test_photos_outside_the_repo_run_through_to_metrics(built):
     repo, photos, _, output = built
     assert "Running stage 'prepare@photos'" in output and "Running stage 'tasks@photos-random'" in output
     layout = Layout(repo)
-    m = json.loads(layout.metrics("photos-random", "photos-all").read_text())["head"]
+    m = json.loads(layout.metrics("photos-all").read_text())["head"]
     assert METRIC_KEYS <= set(m) and m["n_train"] + m["n_test"] <= 48 and m["n_test"] == 8
     manifest = pd.read_parquet(layout.manifest("photos"))
     rejected = pd.read_csv(layout.prepared("photos") / "rejected.csv")

@@ -85,13 +85,13 @@ def test_a_linear_probe_task_runs_without_torch(tmp_path):
     val, test = sel.split("val"), sel.split("test")
     acc = (predict(head, feats[val["row"].to_numpy()]).argmax(1) == val["y"].to_numpy()).mean()
     assert info["val_accuracy"] == round(float(acc), 6) > 0.9
-    metrics = json.loads(layout.metrics("pixels", "pixels").read_text())
+    metrics = json.loads((models.results / paths.METRICS_FILE).read_text())
     assert set(metrics) == {"head", "reference", "prototype"}
     assert all(m["test_accuracy"] > 0.8 for m in metrics.values()), metrics  # real digits, 5 classes
     for kind in paths.PLOT_KINDS:
-        assert layout.plot("pixels", "pixels", kind).stat().st_size > 0
+        assert (models.results / f"{kind}.csv").stat().st_size > 0
     for kind in paths.FIGURE_KINDS:
-        assert layout.figure("pixels", "pixels", kind).stat().st_size > 0
+        assert (models.results / f"{kind}.png").stat().st_size > 0
     # the numpy head predicts as the torch head: the same test accuracy
     want = (predict(head, feats[test["row"].to_numpy()]).argmax(1) == test["y"].to_numpy()).mean()
     assert metrics["head"]["test_accuracy"] == round(float(want), 6)

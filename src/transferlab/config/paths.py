@@ -56,9 +56,9 @@ class Layout:
         return self.root / "data" / "features" / f"{featureset}.run.json"
 
     # tasks@<feature set>: every task on the set, each published from its content-addressed cache entry
-    # (TaskDir below, under .cache/tasks) into the paths that follow. They are grouped per feature set because
-    # each of the stage's outputs is one folder, and by kind because DVC reads a folder of metrics or plots with
-    # one parser and one template.
+    # (TaskDir below, under .cache/tasks) into the paths that follow, one folder per feature set and all of it
+    # cached, so that DVC's run-cache carries the stage to another machine (`dvc push --run-cache` pushes no
+    # file of an output of cache: false).
     def task(self, featureset: str, task: str) -> TaskDir:
         """A task's trained models (head, zero_shot, finetune, scratch) and their run records."""
         return TaskDir(self.tasks(featureset) / task)
@@ -75,22 +75,23 @@ class Layout:
         deletes before a stage re-runs, so a task that did not change is copied back, not recomputed."""
         return self.root / ".cache" / "tasks"
 
-    def results(self, featureset: str, kind: str) -> Path:
-        """results/<featureset>/<kind>: metrics (a DVC metrics folder), confusion, efficiency, sweep (DVC plots
-        folders) or figures (the PNGs)."""
-        return self.root / "results" / featureset / kind
+    def results(self, kind: str) -> Path:
+        """results/<kind>: metrics (a DVC metrics folder), confusion, efficiency, sweep (DVC plots folders) or
+        figures (the PNGs). Outputs of the report stage, in git: it copies them from each task's
+        TaskDir.results under Layout.task, cached outputs of tasks@<set> that DVC's run-cache carries."""
+        return self.root / "results" / kind
 
-    def metrics(self, featureset: str, task: str) -> Path:
+    def metrics(self, task: str) -> Path:
         """The task's metrics.json: one object per method that ran (DVC metrics)."""
-        return self.results(featureset, "metrics") / f"{task}.json"
+        return self.results("metrics") / f"{task}.json"
 
-    def plot(self, featureset: str, task: str, kind: str) -> Path:
+    def plot(self, task: str, kind: str) -> Path:
         """The task's confusion, efficiency or sweep CSV (DVC plots)."""
-        return self.results(featureset, kind) / f"{task}.csv"
+        return self.results(kind) / f"{task}.csv"
 
-    def figure(self, featureset: str, task: str, kind: str) -> Path:
+    def figure(self, task: str, kind: str) -> Path:
         """The task's confusion or efficiency PNG."""
-        return self.results(featureset, "figures") / task / f"{kind}.png"
+        return self.results("figures") / task / f"{kind}.png"
 
     def tasks_curves(self, featureset: str) -> Path:
         """Per-epoch curves of the feature set's finetune and scratch runs (DVC plots of tasks@<featureset>)."""
@@ -130,7 +131,7 @@ class Layout:
         return self.root / "reports" / "transfer.json"
 
 
-# The files of a task's results (TaskDir.results), published to Layout.metrics, .plot and .figure.
+# The files of a task's results (TaskDir.results), published by the report to Layout.metrics, .plot and .figure.
 METRICS_FILE = "metrics.json"
 PLOT_KINDS, FIGURE_KINDS = ("confusion", "efficiency", "sweep"), ("confusion", "efficiency")
 
@@ -138,8 +139,9 @@ PLOT_KINDS, FIGURE_KINDS = ("confusion", "efficiency", "sweep"), ("confusion", "
 @dataclass(frozen=True)
 class TaskDir:
     """One task's outputs in one folder. tasks@<feature set> computes a task into one of these under
-    Layout.task_cache, then publishes it: the models and run records to Layout.task (itself a TaskDir without
-    results/ and curves/), results/ to Layout.metrics, .plot and .figure, curves/ to Layout.task_curves."""
+    Layout.task_cache, then publishes it: everything but curves/ to Layout.task (itself a TaskDir without
+    curves/), curves/ to Layout.task_curves; the report stage copies results/ on to Layout.metrics, .plot and
+    .figure."""
 
     path: Path
 

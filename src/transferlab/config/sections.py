@@ -225,6 +225,12 @@ class Task(Strict):
     def _map_as_str(cls, v: Any) -> Any:
         return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
 
+    @property
+    def trains_images(self) -> bool:
+        """Whether the task runs the backbone on its images (finetune or scratch): then params.finetune and the
+        device determine its results, and its feature set's tasks@ stage is GPU work (flows/pools.py)."""
+        return self.finetune != "none" or self.scratch
+
 
 def _unique(values: list[int] | None) -> list[int] | None:
     if values is not None and len(set(values)) != len(values):

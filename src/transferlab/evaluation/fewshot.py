@@ -30,7 +30,7 @@ def fit_and_score(feats: np.ndarray, sel: Selection, head_cfg: Head, seed: int,
     x_test, y_test = feats[test["row"].to_numpy()], test["y"].to_numpy()
     n_classes = len(sel.classes)
     preds = {}
-    if "head" in methods:  # the same method as train_head's: head.sweep's best on val, if there is a sweep
+    if "head" in methods:  # the same method as the task's head: head.sweep's best on val, if there is a sweep
         head = head_fit.fit_best(x, y, x_val, y_val, n_classes, head_cfg, seed).head
         preds["head"] = head_file.predict(head, x_test).argmax(1)
     if "prototype" in methods:

@@ -6,9 +6,9 @@ import json
 import pandas as pd
 
 from transferlab.config import params as P
-from transferlab.config.errors import PipelineError
-from transferlab.config.paths import HEAD_INFO_FILE, Layout
+from transferlab.config.paths import HEAD_INFO_FILE, Layout, TaskDir
 from transferlab.evaluation import transfer
+from transferlab.evaluation.publish import publish_results
 from transferlab.io.atomic import write_csv, write_json, write_text
 
 COLUMNS = ["task", "method", "features", "backbone", "backbone_run", "shots", "test_accuracy", "val_accuracy",
@@ -19,10 +19,8 @@ BACKBONE_RUN = {"head": "no", "reference": "no", "prototype": "no", "zero_shot":
                 "scratch": "yes"}
 
 
-def _seconds(layout: Layout, featureset: str, name: str) -> dict:
-    """Training seconds per metrics kind of one task."""
-    models = layout.task(featureset, name)
-    head_info = json.loads((models.head / HEAD_INFO_FILE).read_text())
+def _seconds(models: TaskDir, head_info: dict) -> dict:
+    """Training seconds per metrics kind of one task (head_info: its head.json)."""
     runs = {m: models.run_record(m) for m in ("finetune", "scratch")}
     return {"head": head_info["seconds"], "reference": head_info["reference"].get("seconds"),
             **{m: json.loads(p.read_text())["seconds"] if p.is_file() else None for m, p in runs.items()}}
@@ -49,18 +47,17 @@ def runs(params: P.Params, layout: Layout) -> dict:
 
 
 def report(params: P.Params, layout: Layout) -> pd.DataFrame:
-    """Collect every task's metrics.json into reports/summary.csv and reports/report.md, and the run records
-    into reports/runs.json -> the table."""
+    """Publish every task's results into results/ (evaluation.publish), collect its metrics.json into
+    reports/summary.csv and reports/report.md, and the run records into reports/runs.json -> the table."""
+    publish_results(params, layout)
     rows, skipped = [], []
     for name, task in params.tasks.items():
-        path = layout.metrics(task.features, name)
-        if not path.is_file():
-            raise PipelineError(f"{path} not found; run `dvc repro tasks@{task.features}` first")
-        seconds = _seconds(layout, task.features, name)
-        head_info = layout.task(task.features, name).head / HEAD_INFO_FILE
-        if why := json.loads(head_info.read_text())["reference"].get("skipped"):
+        models = layout.task(task.features, name)
+        head_info = json.loads((models.head / HEAD_INFO_FILE).read_text())
+        seconds = _seconds(models, head_info)
+        if why := head_info["reference"].get("skipped"):
             skipped.append(f"- {name}: no reference row ({why})\n")
-        for kind, m in json.loads(path.read_text()).items():
+        for kind, m in json.loads(layout.metrics(name).read_text()).items():
             method = m.get("mode", kind) if kind == "finetune" else kind
             rows.append({"task": name, "method": method, "features": task.features,
                          "backbone": params.features[task.features].backbone,
@@ -96,7 +93,7 @@ def efficiency_section(params: P.Params, layout: Layout) -> str:
     """Per task with efficiency_shots: test accuracy (mean ± std over its draws) per method and shots."""
     parts = []
     for name, task in params.tasks.items():
-        path = layout.plot(task.features, name, "efficiency")
+        path = layout.plot(name, "efficiency")
         if not task.efficiency_shots or not path.is_file():
             continue
         curve = pd.read_csv(path)
@@ -106,7 +103,7 @@ def efficiency_section(params: P.Params, layout: Layout) -> str:
         seeds = int(curve["n_seeds"].max())
         parts.append(f"### {name}\n\nTest accuracy against training images per class ({seeds} draw"
                      f"{'s' if seeds > 1 else ''} each; plot: "
-                     f"`{layout.figure(task.features, name, 'efficiency').relative_to(layout.root)}`, "
+                     f"`{layout.figure(name, 'efficiency').relative_to(layout.root)}`, "
                      f"`dvc plots show {path.relative_to(layout.root)}`).\n\n"
                      + wide.to_markdown(index=False) + "\n")
     return "\n## Data efficiency\n\n" + "\n".join(parts) if parts else ""

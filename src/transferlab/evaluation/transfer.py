@@ -54,7 +54,7 @@ def _seedless(params: P.Params, task: P.Task) -> tuple:
 
 def comparisons(params: P.Params, layout: Layout) -> list[Comparison]:
     """Every configuration with a comparable random-init task (the first such task in params.yaml's order)."""
-    names = [n for n, t in params.tasks.items() if layout.metrics(t.features, n).is_file()]
+    names = [n for n, t in params.tasks.items() if layout.metrics(n).is_file()]
     groups: dict[tuple, list[str]] = {}
     for name in names:
         task = params.tasks[name]
@@ -65,7 +65,7 @@ def comparisons(params: P.Params, layout: Layout) -> list[Comparison]:
         base = next((n for n in names if _random_init(params, params.tasks[n])
                      and _signature(params, params.tasks[n]) == signature), None)
         if base is not None:
-            out.append(Comparison(tasks, base, {n: _accuracies(layout.metrics(params.tasks[n].features, n))
+            out.append(Comparison(tasks, base, {n: _accuracies(layout.metrics(n))
                                                 for n in [*tasks, base]}))
     return out
 

@@ -118,6 +118,6 @@ def read(set_dir: Path, verify: bool = False) -> tuple[np.ndarray, pd.DataFrame]
 def load_features(name: str, root: str | Path = ".") -> tuple[np.ndarray, pd.DataFrame]:
     """A cached feature set: (features N×D float16, DataFrame with image_id, label, split in row order).
 
-    Loads no torch: the stages reading features (train_head, evaluate) start without it."""
+    Loads no torch: a tasks@<set> run that fits only heads on features starts without it."""
     feats, index = read(Layout(Path(root)).features(name))
     return feats, index[["image_id", "label", "split"]]

@@ -1,9 +1,9 @@
 """A feature head as a file: read, applied and written with numpy alone.
 
 Evaluating a trained head is one standardisation and one or two small matrix products; doing it with
-transferlab.heads.torch_heads would import torch, which costs a fresh evaluate@<task> process 1.3-2.3 s
-(measured). The file holds FeatureHead's state_dict (mean, std, net.0.weight, net.0.bias and, for an mlp,
-net.2.weight, net.2.bias after a ReLU) and its config as json metadata."""
+transferlab.heads.torch_heads would import torch, which costs a fresh process 1.3-2.3 s (measured). The file
+holds FeatureHead's state_dict (mean, std, net.0.weight, net.0.bias and, for an mlp, net.2.weight, net.2.bias
+after a ReLU) and its config as json metadata."""
 from __future__ import annotations
 
 import json
@@ -39,7 +39,7 @@ def load(path: Path) -> HeadFile:
     missing = [k for k in needed if k not in tensors]
     if layers is None or missing:
         raise PipelineError(f"{path}: not a feature head (kind {config.get('kind')!r}, missing {missing}); "
-                            "re-run its train_head stage")
+                            "re-run the tasks@ stage of its feature set")
     return HeadFile(config, tensors)
 
 

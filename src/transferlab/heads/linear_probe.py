@@ -3,7 +3,7 @@ regression on standardised features, fitted with L-BFGS for each C of a grid, th
 best C on val, coarse to fine as CLIP's linear probes search it.
 
 No torch: a head is saved as a FeatureHead file (heads.head_file) and torch is loaded only by what trains
-AdamW heads or fine-tunes. In a train_head@<task> process that fits these heads, importing torch cost 1.4 s
+AdamW heads or fine-tunes. In a process that only fits these heads, importing torch cost 1.4 s
 and constructing torch.optim.LBFGS another 1.1 s (it imports torch._dynamo), next to ~1 s of fitting
 (measured on 699 x 2048 ResNet-50 features, 5 classes, 7 Cs)."""
 from __future__ import annotations

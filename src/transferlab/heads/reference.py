@@ -1,8 +1,8 @@
 """The published linear-probe protocol as a reference row: scikit-learn L-BFGS logistic regression on
 standardised features, its inverse regularisation C chosen on the validation split (Kornblith et al. 2019).
 
-Without torch, and scikit-learn only inside `fit`: evaluate@<task> loads and applies a fitted reference in a
-fresh process, where either import would cost seconds (measured)."""
+Without torch, and scikit-learn only inside `fit`: the evaluation loads and applies a fitted reference, and a
+tasks@<set> run that reuses every task from its cache imports neither (each would cost seconds, measured)."""
 from __future__ import annotations
 
 import json

@@ -163,7 +163,7 @@ def image_tower(model: nn.Module) -> tuple[nn.Module, int]:
 
 
 class Scratch(nn.Module):
-    """The image tower with a linear classifier: the architecture trained from random init (scratch@)."""
+    """The image tower with a linear classifier: the architecture trained from random init (the scratch method)."""
 
     def __init__(self, model: nn.Module, num_classes: int):
         super().__init__()

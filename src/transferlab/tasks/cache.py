@@ -16,10 +16,10 @@ from pathlib import Path
 
 import transferlab
 from transferlab.config import params as P
+from transferlab.config.errors import PipelineError
 from transferlab.config.paths import Layout, TaskDir
 from transferlab.features.sets import INDEX, META
 from transferlab.io.hashing import file_sha256, fingerprint
-from transferlab.tasks.run import trains_images
 
 VERSIONED = ("numpy", "scipy", "scikit-learn", "pandas", "torch", "torchvision", "timm", "open_clip_torch")
 
@@ -43,7 +43,10 @@ def versions() -> dict[str, str | None]:
 
 def task_fingerprint(name: str, task: P.Task, params: P.Params, layout: Layout) -> str:
     feats = layout.features(task.features)
-    trains = trains_images(task)
+    if not all((feats / f).is_file() for f in (META, INDEX)):
+        raise PipelineError(f"tasks.{name}: feature set {task.features!r} not found or incomplete at {feats}; run "
+                            f"`dvc repro features@{task.features}` first")
+    trains = task.trains_images
     return fingerprint({
         "task": name, "entry": task.model_dump(mode="json"), "head": params.head.model_dump(mode="json"),
         "evaluate": params.evaluate.model_dump(mode="json"), "seed": params.seed,

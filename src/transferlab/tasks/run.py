@@ -13,12 +13,6 @@ from transferlab.heads.zero_shot import write_zero_shot
 from transferlab.training.task_run import train_on_images
 
 
-def trains_images(task: P.Task) -> bool:
-    """Whether the task runs the backbone on its images (finetune or scratch), so that params.finetune and the
-    device determine its results."""
-    return task.finetune != "none" or task.scratch
-
-
 @dataclass(frozen=True)
 class TaskSummary:
     """What one line of the stage's log says about a computed task."""

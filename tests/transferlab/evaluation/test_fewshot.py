@@ -185,11 +185,11 @@ def test_evaluate_rejects_efficiency_shots_beyond_a_class(project):
 
 def test_report_shows_prototype_rows_seed_means_and_the_curve(project):
     layout, params = project
-    run_featureset("f", params, layout, log=lambda _: None)  # every task of f, published where report reads
+    run_featureset("f", params, layout, log=lambda _: None)  # into models/tasks/f; report publishes
     table = report(params, layout)
     few = table[table["task"] == "few"].set_index("method")
     assert set(few.index) == {"head", "reference", "prototype"}
-    metrics = json.loads(layout.metrics("f", "few").read_text())
+    metrics = json.loads(layout.metrics("few").read_text())
     for method in fewshot.METHODS:
         assert few.loc[method, "test_accuracy_mean"] == pytest.approx(metrics[method]["test_accuracy_mean"])
         assert few.loc[method, "n_seeds"] == 3

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tests.projects import subset_imagefolder, tiny_layout
+from transferlab.config.errors import PipelineError
 from transferlab.config.params import parse
+from transferlab.config.paths import FIGURE_KINDS, METRICS_FILE, PLOT_KINDS
 from transferlab.evaluation import report
 from transferlab.features.build import build
 from transferlab.tasks.featureset import run_featureset
@@ -42,7 +44,7 @@ def test_report_shows_every_method_and_whether_it_ran_the_backbone(built):
     assert list(few.index) == ["head", "reference", "prototype", "lpft", "scratch"]
     assert few["backbone_run"].to_dict() == {"head": "no", "reference": "no", "prototype": "no", "lpft": "yes",
                                              "scratch": "yes"}
-    metrics = json.loads(layout.metrics("f", "few").read_text())
+    metrics = json.loads(layout.metrics("few").read_text())
     for method, kind in (("head", "head"), ("lpft", "finetune"), ("scratch", "scratch")):
         assert few.loc[method, "test_accuracy"] == pytest.approx(metrics[kind]["test_accuracy"])
         assert few.loc[method, "n_train"] == 9  # 3 shots x 3 classes
@@ -53,6 +55,27 @@ def test_report_shows_every_method_and_whether_it_ran_the_backbone(built):
     assert pd.read_csv(layout.summary_csv)["backbone_run"].tolist() == table["backbone_run"].tolist()
     md = layout.report_md.read_text()
     assert "| scratch " in md and "backbone_run" in md
+
+
+def test_the_report_publishes_every_tasks_results_and_only_those_of_params_yaml(built):
+    """results/<kind>/ (in git) holds a copy of each task's results from models/tasks (cached outputs of
+    tasks@, which DVC's run-cache carries between machines); a task gone from params.yaml leaves nothing."""
+    layout, params, _ = built
+    stale = layout.metrics("gone")
+    stale.write_text("{}")
+    report.report(params, layout)
+    assert not stale.exists()
+    for name in params.tasks:
+        src = layout.task("f", name).results
+        assert layout.metrics(name).read_bytes() == (src / METRICS_FILE).read_bytes()
+        for kind in PLOT_KINDS:
+            assert layout.plot(name, kind).read_bytes() == (src / f"{kind}.csv").read_bytes(), (name, kind)
+        for kind in FIGURE_KINDS:
+            assert layout.figure(name, kind).read_bytes() == (src / f"{kind}.png").read_bytes(), (name, kind)
+    missing = params.model_copy(update={"tasks": {**params.tasks, "new": params.tasks["plain"]}})
+    with pytest.raises(PipelineError, match=r"new/results/metrics.json not found; run `dvc repro tasks@f`"):
+        report.report(missing, layout)
+    report.report(params, layout)  # as it was, for the other tests
 
 
 def test_runs_json_holds_every_run_records_numbers(built):
@@ -86,7 +109,7 @@ def test_a_reference_left_out_has_no_row_and_the_report_says_why(tmp_path, monke
     info = json.loads((head_dir / "head.json").read_text())
     assert set(info["reference"]) == {"skipped"} and f"head.reference: {policy}" in info["reference"]["skipped"]
     assert not (head_dir / "reference.safetensors").exists()
-    metrics = json.loads(layout.metrics("pixels", "pixels").read_text())
+    metrics = json.loads((layout.task("pixels", "pixels").results / METRICS_FILE).read_text())
     assert "reference" not in metrics and {"head", "prototype"} <= set(metrics)
     table = report.report(params, layout)
     assert "reference" not in set(table["method"])

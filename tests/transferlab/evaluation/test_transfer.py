@@ -36,7 +36,7 @@ def _write(layout: Layout, task: str, accs: list[float] | float) -> None:
     head = ({"test_accuracy": accs} if isinstance(accs, float)
             else {"test_accuracy": accs[0], "test_accuracy_seeds": {str(s): a for s, a in zip(SEEDS, accs,
                                                                                                  strict=True)}})
-    path = layout.metrics(_params()["tasks"][task]["features"], task)  # the task's results, where tasks@ puts them
+    path = layout.metrics(task)  # the task's results, where the report publishes them
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"head": head}))
 

@@ -3,6 +3,7 @@ cache, a task computed only when its fingerprint is new, nothing lost when one f
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -12,7 +13,6 @@ from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
 from transferlab.tasks.cache import TaskCache, task_fingerprint
 from transferlab.tasks.featureset import run_featureset
-from transferlab.tasks.publish import OUTPUT_KINDS
 
 TASKS = {"low": {"features": "pixels", "classes": ["0", "1", "2"]},
          "high": {"features": "pixels", "classes": ["3", "4"]},
@@ -28,8 +28,7 @@ def _with(root, **sections) -> P.Params:
 
 def _outputs(layout) -> dict[str, bytes]:
     """Every published file of the feature set but the run record (its seconds differ between runs)."""
-    roots = [layout.tasks("pixels"), *(layout.results("pixels", k) for k in OUTPUT_KINDS)]
-    return {str(p.relative_to(layout.root)): p.read_bytes() for r in roots for p in sorted(r.rglob("*"))
+    return {str(p.relative_to(layout.root)): p.read_bytes() for p in sorted(layout.tasks("pixels").rglob("*"))
             if p.is_file()}
 
 
@@ -44,8 +43,8 @@ def test_a_second_run_reuses_every_task_and_publishes_the_same_bytes(project):
     first = run_featureset("pixels", params, layout, log=lambda _: None)
     assert sorted(first.computed) == sorted(TASKS) and first.reused == []
     published = _outputs(layout)
-    assert {f"results/pixels/metrics/{t}.json" for t in TASKS} <= set(published)
-    metrics = json.loads(layout.metrics("pixels", "low").read_text())
+    assert {f"models/tasks/pixels/{t}/results/metrics.json" for t in TASKS} <= set(published)
+    metrics = json.loads((layout.task("pixels", "low").results / "metrics.json").read_text())
     assert metrics["head"]["n_test"] > 0 and metrics["head"]["test_accuracy"] > 0.8
     second = run_featureset("pixels", params, layout, log=lambda _: None)
     assert second.computed == {} and sorted(second.reused) == sorted(TASKS)
@@ -64,7 +63,8 @@ def test_a_changed_task_computes_only_itself_and_a_removed_one_is_unpublished(pr
     assert list(rec.computed) == ["low"] and rec.reused == ["high"]
     assert len(lines) == 1 and lines[0].startswith("  low: head val accuracy")
     after = _outputs(layout)
-    assert json.loads(after["results/pixels/metrics/low.json"])["head"]["n_train"] == 15  # 5 shots x 3
+    low = json.loads(after["models/tasks/pixels/low/results/metrics.json"])
+    assert low["head"]["n_train"] == 15  # 5 shots x 3
     assert {k: v for k, v in after.items() if "high" in k} == {k: v for k, v in before.items() if "high" in k}
     assert not any("parity" in k for k in after)  # gone from params.yaml, gone from the outputs
 
@@ -97,6 +97,13 @@ def test_a_failing_task_loses_nothing_already_computed(project):
     assert len([e for e in entries if not e.endswith(".partial")]) == 3  # the tasks before it, kept
     fixed = _with(layout.root, tasks=TASKS)
     assert run_featureset("pixels", fixed, layout, log=lambda _: None).computed == {}
+
+
+def test_a_feature_set_not_yet_extracted_is_one_error_naming_its_stage(project):
+    layout, params = project
+    shutil.rmtree(layout.features("pixels"))
+    with pytest.raises(PipelineError, match=r"feature set 'pixels' not found .*run `dvc repro features@pixels`"):
+        run_featureset("pixels", params, layout, log=lambda _: None)
 
 
 def test_an_unfinished_entry_is_not_an_entry(tmp_path):
