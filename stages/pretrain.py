@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> None:
         seed = params.seed if entry.seed is None else entry.seed
         info = pretrain(name, entry, manifest, layout.backbone(name), seed, resolve(params.device),
                         layout.curves("pretrain", name), layout.checkpoints(name, "pretrain"))
-        resumed = info.source["resumed_from_epoch"]
-        print(f"pretrain@{name}: source val accuracy {info.source['source_val_accuracy']:.3f}"
-              + (f" (resumed after epoch {resumed})" if resumed else ""))
+        source, resumed = info.source, info.source["resumed_from_epoch"]
+        score = (f"source val NT-Xent loss {source['source_val_loss']:.3f}" if source.get("method") == "simclr"
+                 else f"source val accuracy {source['source_val_accuracy']:.3f}")
+        print(f"pretrain@{name}: {score}" + (f" (resumed after epoch {resumed})" if resumed else ""))
 
 
 if __name__ == "__main__":

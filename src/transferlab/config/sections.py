@@ -113,6 +113,11 @@ class Backbone(Preprocessing):
 class Pretrain(Preprocessing):
     arch: str
     dataset: str
+    method: Literal["supervised", "simclr"] = Field(
+        "supervised", description="supervised: a classifier of the dataset's labels (classes); simclr: "
+        "self-supervised SimCLR on its images, labels ignored (classes, if given, still selects the images): two "
+        "random views of each train image, lightly's projection head and NT-Xent loss; the val images' NT-Xent "
+        "loss is the curve patience judges, and the encoder alone is saved (no projection head)")
     classes: list[str] | None = None
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -121,10 +126,12 @@ class Pretrain(Preprocessing):
     augment: Literal["none", "light", "crop", "crop+flip"] = Field(
         "none", description="training-image augmentation: light: small rotation/shift/scale; crop: a random "
         "resized crop (scale 0.5-1) instead of the centre crop; crop+flip: and horizontal flips (natural images "
-        "only: a flip changes what a digit or a letter means)")
+        "only: a flip changes what a digit or a letter means). Method simclr always crops (scale 0.2-1) and "
+        "jitters colour; light and crop+flip add their affine jitter or flips")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    patience: int | None = Field(None, ge=1, description="early stopping on source-val accuracy, keeping the "
-                                 "best epoch; null: every epoch, the last kept")
+    patience: int | None = Field(None, ge=1, description="early stopping on source-val accuracy (method "
+                                 "simclr: val NT-Xent loss), keeping the best epoch; null: every epoch, the "
+                                 "last kept")
     seed: int | None = Field(None, description="the seed of this pretraining (init, batches); default the "
                              "top-level seed. Entries that differ only in seed are one configuration, whose "
                              "spread over seeds the report's \"did transfer help?\" measures")
@@ -133,6 +140,15 @@ class Pretrain(Preprocessing):
     @classmethod
     def _labels_as_str(cls, v: Any) -> Any:
         return [str(c) for c in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _simclr(self) -> Pretrain:
+        if self.method == "simclr" and self.label_smoothing:
+            raise ValueError("label_smoothing is for method supervised: simclr ignores the labels; remove it")
+        if self.method == "simclr" and self.batch_size < 2:
+            raise ValueError(f"batch_size {self.batch_size}: method simclr contrasts each image with the others "
+                             "of its batch; give at least 2 (SimCLR gains from large batches, e.g. 256)")
+        return self
 
 
 class FeatureSet(Strict):

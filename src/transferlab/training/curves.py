@@ -20,7 +20,8 @@ def write_curves(out_dir: Path, stats: dict) -> None:
         for i, loss in enumerate(stats["train_loss"]):
             live.log_metric("train_loss", round(loss, 6))
             if i < len(stats["val"]):
-                live.log_metric("val_accuracy", round(stats["val"][i]["accuracy"], 6))
+                if stats["val"][i]["accuracy"] is not None:  # None: an objective without one (SimCLR's)
+                    live.log_metric("val_accuracy", round(stats["val"][i]["accuracy"], 6))
                 live.log_metric("val_loss", round(stats["val"][i]["loss"], 6))
             live.log_metric("lr", float(f"{stats['lr'][i]:.6g}"))
             live.next_step()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ class Recipe:
     label_smoothing: float = 0.0
     freeze_norm: bool = False  # keep batch-norm statistics fixed (small sets give noisy batch statistics)
     freeze_epochs: int = 0  # the first epochs leave `frozen` untouched (the head trains alone)
-    patience: int | None = None  # early stopping on val accuracy, then the best epoch is kept; None: off
+    patience: int | None = None  # early stopping on val accuracy (then loss), the best epoch kept; None: off
     class_weights: tuple[float, ...] | None = None
     seed: int | None = None  # reseed shuffling and augmentation per epoch, so a resumed run is exact
 
@@ -43,12 +43,38 @@ class Checkpointer(Protocol):
     def save(self, state: dict) -> None: ...
 
 
+class Objective(Protocol):
+    """What `fit_recipe` minimises: a batch's mean loss and its size (called under autocast), and the val scores
+    early stopping judges: (accuracy, or None where there is none, mean loss). Default: Classification."""
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]: ...
+
+    def score(self, model: nn.Module, val: DataLoader, device: torch.device) -> tuple[float | None, float]: ...
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Cross-entropy on (images, labels) batches, with class weights and label smoothing; val: accuracy, loss."""
+
+    weights: torch.Tensor | None = None
+    label_smoothing: float = 0.0
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int]:
+        x, y = (t.to(device, non_blocking=True) for t in batch)
+        return nn.functional.cross_entropy(model(x), y, weight=self.weights,
+                                           label_smoothing=self.label_smoothing), len(y)
+
+    def score(self, model: nn.Module, val: DataLoader, device: torch.device) -> tuple[float | None, float]:
+        return _val_score(model, val, device)
+
+
 def fit_recipe(model: nn.Module, groups: list[dict], data: DataLoader, recipe: Recipe, device: torch.device, *,
           val: DataLoader | None = None, frozen: nn.Module | None = None, checkpoint: Checkpointer | None = None,
-          desc: str = "train") -> dict:
-    """AdamW + warmup-cosine over `recipe.epochs`; with a `checkpoint`, the state is saved after every epoch
-    and a run that finds one there resumes from it (model, optimizer, scheduler, epoch, early stopping). With a
-    `val` loader, its accuracy and loss are recorded every epoch (the curves), and early stopping judges them."""
+          desc: str = "train", objective: Objective | None = None) -> dict:
+    """AdamW + warmup-cosine over `recipe.epochs` on `objective` (default: the recipe's classification loss);
+    with a `checkpoint`, the state is saved after every epoch and a run that finds one there resumes from it
+    (model, optimizer, scheduler, epoch, early stopping). With a `val` loader, its scores are recorded every
+    epoch (the curves), and early stopping judges them."""
     if checkpoint is not None and recipe.seed is None:
         raise ValueError("a resumable run needs recipe.seed: each epoch's shuffle must not depend on the past")
     if recipe.patience is not None and val is None:
@@ -60,8 +86,9 @@ def fit_recipe(model: nn.Module, groups: list[dict], data: DataLoader, recipe: R
     run = _Run(model, opt, warmup_cosine(opt, recipe.epochs * len(data)),
                torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16))
     resumed = run.restore(checkpoint.load()) if checkpoint is not None else None
-    weights = torch.tensor(recipe.class_weights, device=device) if recipe.class_weights else None
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=recipe.label_smoothing)
+    if objective is None:
+        weights = torch.tensor(recipe.class_weights, device=device) if recipe.class_weights else None
+        objective = Classification(weights, recipe.label_smoothing)
     start = time.perf_counter() - run.seconds
     todo = range(run.epoch, recipe.epochs if not run.stopped else run.epoch)
     for epoch in tqdm(todo, desc=desc, unit="epoch", mininterval=1.0, initial=run.epoch, total=recipe.epochs):
@@ -69,10 +96,10 @@ def fit_recipe(model: nn.Module, groups: list[dict], data: DataLoader, recipe: R
             _reseed(data, recipe.seed, epoch)
         _set_frozen(frozen, epoch < recipe.freeze_epochs)
         _train_mode(model, frozen if epoch < recipe.freeze_epochs else None, recipe.freeze_norm)
-        run.losses.append(_epoch(run, data, loss_fn, device))
+        run.losses.append(_epoch(run, data, objective, device))
         run.lrs.append(run.sched.get_last_lr()[-1])  # the last group's: the head's, or the only one
         if val is not None:
-            acc, val_loss = _val_score(model, val, device)
+            acc, val_loss = objective.score(model, val, device)
             run.val.append({"accuracy": acc, "loss": val_loss})
             if recipe.patience is not None:
                 run.judge((acc, val_loss), recipe.patience)
@@ -96,11 +123,12 @@ class _Run:
         self.epoch, self.seconds, self.losses, self.val, self.lrs = 0, 0.0, [], [], []
         self.best_score, self.best_epoch, self.best_state, self.bad, self.stopped = None, None, None, 0, False
 
-    def judge(self, score: tuple[float, float], patience: int) -> None:
-        """Early stopping: better = higher val accuracy, then lower val loss."""
+    def judge(self, score: tuple[float | None, float], patience: int) -> None:
+        """Early stopping: better = higher val accuracy, then lower val loss (no accuracy: lower loss)."""
         acc, loss = score
-        if self.best_score is None or (acc, -loss) > tuple(self.best_score):
-            self.best_score, self.best_epoch, self.bad = [acc, -loss], self.epoch + 1, 0
+        key = [-loss] if acc is None else [acc, -loss]
+        if self.best_score is None or tuple(key) > tuple(self.best_score):
+            self.best_score, self.best_epoch, self.bad = key, self.epoch + 1, 0
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         else:
             self.bad += 1
@@ -154,18 +182,29 @@ def _train_mode(model: nn.Module, frozen: nn.Module | None, freeze_norm: bool) -
         frozen.eval()
 
 
-def _epoch(run: _Run, data: DataLoader, loss_fn: nn.Module, device: torch.device) -> float:
+def _epoch(run: _Run, data: DataLoader, objective: Objective, device: torch.device) -> float:
     total, n = 0.0, 0
-    for x, y in data:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for batch in data:
         with _autocast(device):
-            loss = loss_fn(run.model(x), y)
+            loss, size = objective.loss(run.model, batch, device)
         run.opt.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.opt)  # skips the step when fp16 gradients overflowed
         run.scaler.update()
         run.sched.step()
-        total, n = total + loss.item() * len(y), n + len(y)
+        total, n = total + loss.item() * size, n + size
+    return total / max(n, 1)
+
+
+@torch.inference_mode()
+def mean_loss(objective: Objective, model: nn.Module, data: DataLoader, device: torch.device) -> float:
+    """The objective's loss over a loader in eval mode, each batch weighted by its size (an Objective's score)."""
+    model.eval()
+    total, n = 0.0, 0
+    for batch in data:
+        with _autocast(device):
+            loss, size = objective.loss(model, batch, device)
+        total, n = total + float(loss) * size, n + size
     return total / max(n, 1)
 
 

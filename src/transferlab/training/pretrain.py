@@ -24,12 +24,14 @@ def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path
     """Train entry.arch from a seeded random init on the source classes of `manifest` (AdamW, warmup + cosine,
     entry's augmentation and label smoothing; with patience, the best epoch on source val kept); save it into
     out_dir, its per-epoch curves into curves_dir. Checkpointed every epoch under checkpoint_dir: a killed run
-    resumes to the same weights, and the checkpoint is removed once the backbone is saved."""
-    classes = entry.classes or label_order(manifest["label"])
-    frame = manifest[manifest["label"].astype(str).isin(classes)]
-    missing = sorted(set(classes) - set(frame["label"].astype(str)))
-    if missing:
-        raise PipelineError(f"pretrain.{name}.classes: {missing} not in dataset {entry.dataset}")
+    resumes to the same weights, and the checkpoint is removed once the backbone is saved. Method simclr:
+    transferlab.training.simclr, on the same images, their labels ignored."""
+    frame = source_images(name, entry, manifest)
+    if entry.method == "simclr":
+        from transferlab.training import simclr  # lightly is imported only for a self-supervised run
+
+        return simclr.pretrain(name, entry, frame, out_dir, seed, device, curves_dir, checkpoint_dir)
+    classes = entry.classes or label_order(frame["label"])
     to_y = {c: i for i, c in enumerate(classes)}
     pre = backbones.preprocessing(entry)
     tf = transforms.transform(pre)
@@ -42,9 +44,6 @@ def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path
         return DataLoader(ds, batch_size=entry.batch_size, shuffle=shuffle, generator=gen,
                           pin_memory=device.type == "cuda")
 
-    if not (frame["split"] == "val").any():
-        raise PipelineError(f"pretrain.{name}: dataset {entry.dataset} has no val images of its classes to "
-                            "measure the source accuracy on; raise its val_fraction or add images")
     torch.manual_seed(seed)
     model = backbones.build(entry.arch, len(classes))
     train = loader("train", True)
@@ -67,3 +66,17 @@ def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path
     info = backbones.save(model.cpu(), out_dir, name, entry.arch, pre, source)
     checkpoint.clear()
     return info
+
+
+def source_images(name: str, entry: P.Pretrain, manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest's rows of entry.classes (every row without classes); a PipelineError when a class is missing
+    or none of them is in val (what the curves and early stopping measure)."""
+    frame = manifest if entry.classes is None else manifest[manifest["label"].astype(str).isin(entry.classes)]
+    missing = sorted(set(entry.classes or ()) - set(frame["label"].astype(str)))
+    if missing:
+        raise PipelineError(f"pretrain.{name}.classes: {missing} not in dataset {entry.dataset}")
+    if not (frame["split"] == "val").any():
+        what = "the val NT-Xent loss" if entry.method == "simclr" else "the source accuracy"
+        raise PipelineError(f"pretrain.{name}: dataset {entry.dataset} has no val images of its classes to "
+                            f"measure {what} on; raise its val_fraction or add images")
+    return frame

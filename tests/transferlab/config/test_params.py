@@ -160,6 +160,26 @@ def test_a_dataset_without_validation_images_is_refused_naming_the_key(small_par
     assert msg.startswith("params.yaml: datasets.digits.val_fraction: 0") and "> 0" in msg, msg
 
 
+def test_pretrain_method_defaults_to_supervised_and_takes_simclr(small_params):
+    assert P.parse(small_params).pretrain["src"].method == "supervised"
+    small_params["pretrain"]["src"]["method"] = "simclr"
+    assert P.parse(small_params).pretrain["src"].method == "simclr"
+
+
+def test_an_unknown_pretrain_method_is_one_line_naming_the_key(small_params):
+    small_params["pretrain"]["src"]["method"] = "byol"
+    msg = _error(small_params)
+    assert msg.startswith("params.yaml: pretrain.src.method: 'byol' is not allowed") and "'simclr'" in msg, msg
+
+
+@pytest.mark.parametrize("key, value, words", [("label_smoothing", 0.1, "ignores the labels"),
+                                               ("batch_size", 1, "at least 2")])
+def test_simclr_refuses_what_it_cannot_use_naming_the_key(small_params, key, value, words):
+    small_params["pretrain"]["src"].update({"method": "simclr", key: value})
+    msg = _error(small_params)
+    assert msg.startswith("params.yaml: pretrain.src: ") and key in msg and words in msg, msg
+
+
 def test_the_schema_default_head_is_the_shipped_linear_probe():
     shipped = yaml.safe_load(Path("params.yaml").read_text())["head"]
     assert P.Head().optimizer == shipped["optimizer"] == "lbfgs"
