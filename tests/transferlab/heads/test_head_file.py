@@ -47,7 +47,7 @@ def test_head_file_rejects_a_file_that_is_not_a_head(tmp_path):
     from transferlab.config.errors import PipelineError
 
     save_file({"mean": np.zeros(3, np.float32)}, tmp_path / "odd.safetensors", metadata={"config": "{}"})
-    with pytest.raises(PipelineError, match=r"odd\.safetensors: not a feature head .*re-run its train_head"):
+    with pytest.raises(PipelineError, match=r"odd\.safetensors: not a feature head .*re-run the tasks@ stage"):
         head_file.load(tmp_path / "odd.safetensors")
 
 
