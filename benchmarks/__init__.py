@@ -10,5 +10,5 @@ Each benchmark is a module with `TARGET` (the claim it checks) and `run(work: Pa
 from __future__ import annotations
 
 BENCHMARKS = ("head_vs_frozen", "extraction", "task_reuse", "incremental", "scaling", "head_sweep",
-              "prepare_memory", "model_zoo", "head_scale", "many_tasks")
+              "prepare_memory", "model_zoo", "head_scale", "many_tasks", "transfer")
 NOT_BUILT: dict[str, str] = {}

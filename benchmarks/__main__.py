@@ -22,7 +22,8 @@ TARGET_TEXT = {"speedup_min": "speedup ≥ {}×", "time_per_image_ratio_max": "t
                "sweep_to_one_head_ratio_max": "sweep / one head ≤ {}×",
                "ours_seconds_max": "ours ≤ {} s", "accuracy_gap_max": "accuracy gap ≤ {}",
                "one_task_seconds_max": "one more task ≤ {} s", "hundred_tasks_seconds_max": "100 tasks ≤ {} s",
-               "status_1000_seconds_max": "`dvc status` at 1,000 tasks ≤ {} s"}
+               "status_1000_seconds_max": "`dvc status` at 1,000 tasks ≤ {} s",
+               "fewshot_gain_min": "10-shot gain over random init ≥ {}"}
 
 
 def meets(result: dict, target: dict) -> bool:
@@ -178,6 +179,21 @@ def details(r: dict) -> list[str]:
         out.append(f"- images/s: timm ViT-S/16 {r['ours']['images_per_second']:.1f}, with the DINOv2 readout "
                    f"{r['ours_dinov2_readout']['images_per_second']:.1f}; torchvision ResNet-50 "
                    f"{r['baseline']['images_per_second']:.1f} ({r['compute_dtype']})")
+    elif name == "transfer":
+        for ds, d in r["datasets"].items():
+            z = d["sizes"]
+            out.append(f"- {ds}: source {z['source_train']} train / {z['source_val']} val, SimCLR "
+                       f"{z['simclr_images']} unlabelled, target {z['target_train']} / {z['target_val']} / "
+                       f"{z['target_test']}; epochs {d['epochs']}; {d['shots']}-shot over "
+                       f"{len(d['shot_seeds'])} draws")
+            out.append("  | configuration | 10-shot | vs random | full data | vs random | pretrain s | "
+                       "extract s |")
+            out.append("  |---|---:|---:|---:|---:|---:|---:|")
+            for k, c in d["configurations"].items():
+                out.append(f"  | {k} | {c['fewshot_mean']:.3f} ± {c['fewshot_std']:.3f} | "
+                           f"{c['fewshot_gap_to_random']:+.3f} | {c['full_accuracy']:.3f} | "
+                           f"{c['full_gap_to_random']:+.3f} | {c['pretrain_seconds']:.0f} | "
+                           f"{c['extract_seconds']:.1f} |")
     elif name == "prepare_memory":
         ours, tenth, base = r["ours"], r["ours_at_tenth"], r["baseline"]
         out.append(f"- peak RSS MiB: ours {ours['peak_rss_mb']:.0f} (at n/10: {tenth['peak_rss_mb']:.0f}), "
@@ -214,6 +230,10 @@ def summary(results: Path) -> tuple[str, str]:
             measured = (f"ViT-S/16 {r['ours']['images_per_second']:.1f} vs ResNet-50 "
                         f"{r['baseline']['images_per_second']:.1f} images/s (time/image "
                         f"{r['time_per_image_ratio']:.2f}×)")
+        elif r["name"] == "transfer":
+            where = "Fashion-MNIST" if "fashion_mnist" in r["datasets"] else "digits; Fashion-MNIST skipped"
+            measured = (f"10-shot {r['ours']['fewshot_mean']:.3f} vs random init "
+                        f"{r['baseline']['fewshot_mean']:.3f} ({where})")
         quick = " (quick)" if r.get("quick") else ""
         rows.append(f"| {r['name']}{quick} | {r['baseline']['seconds']:.2f} | {r['ours']['seconds']:.3f} | "
                     f"{r['speedup']:.2f}× | {measured} | {_target(r['target'])} | "

@@ -28,6 +28,7 @@ from benchmarks import (
     prepare_memory,
     scaling,
     task_reuse,
+    transfer,
 )
 from benchmarks.__main__ import main
 from tests.conftest import REPO
@@ -79,6 +80,7 @@ def test_quick_run_of_every_benchmark_writes_result_json(tmp_path):
     _check_model_zoo(loaded["model_zoo"])
     _check_head_scale(loaded["head_scale"])
     _check_many_tasks(loaded["many_tasks"])
+    _check_transfer(loaded["transfer"])
 
     summary = (results / "summary.md").read_text()
     for name in (*BENCHMARKS, *NOT_BUILT):
@@ -248,6 +250,43 @@ def _check_head_scale(r: dict) -> None:
         assert min(abs(np.log10(r[side]["C"] / c)) for c in reference.C_GRID) < 1e-9
     assert r["ours"]["fits"] in (8, 9)  # 7 decades, then one or two half-decades
     assert r["accuracy_gap"] == abs(r["ours"]["test_accuracy"] - r["baseline"]["test_accuracy"])
+
+
+def _check_transfer(r: dict) -> None:
+    assert set(r["datasets"]) == {"digits"}  # quick: neither Fashion-MNIST nor the anchor
+    assert set(r["skipped"]) == {"fashion_mnist", "efficientnet_lite0"}
+    assert math.isnan(r["fewshot_gain"]) and r["meets_target"] is False
+    d, c = r["datasets"]["digits"], transfer.QUICK
+    rows = d["configurations"]
+    assert set(rows) == {f"{m}/{k}" for m in ("random", "supervised", "simclr") for k in transfer.READOUTS}
+    assert d["sizes"]["target_test"] == 5 * c["target"][2] and d["sizes"]["source_train"] == 5 * c["source"][0]
+    # SimCLR saw every image but the target's test images
+    assert d["sizes"]["simclr_images"] == 5 * (c["source"][0] + c["target"][0])
+    for key, row in rows.items():
+        assert 0 <= row["fewshot_mean"] <= 1 and 0 <= row["full_accuracy"] <= 1, key
+        assert list(row["fewshot_seeds"]) == [str(s) for s in transfer.QUICK_SHOT_SEEDS], key
+        assert row["images_extracted"] == sum(d["sizes"][f"target_{s}"] for s in ("train", "val", "test"))
+        assert row["dim"] == (512 if row["readout"] == "pooled" else 384), key
+        assert (row["pretrain_seconds"] > 0) == (row["method"] != "random"), key
+    assert rows["random/pooled"]["fewshot_gap_to_random"] == 0
+    assert r["ours"]["fewshot_mean"] == rows[d["best_pretrained"]]["fewshot_mean"]
+
+
+def test_transfer_reads_idx_files(tmp_path):
+    """Fashion-MNIST's idx format (big-endian dims after a magic whose low byte is ndim), gzipped, as the Debian
+    package ships it; a folder lacking a file reads as absent (the benchmark then skips it)."""
+    import gzip
+
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    for split in ("train", "t10k"):
+        (tmp_path / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(
+            bytes([0, 0, 8, 3]) + np.array([2, 28, 28], ">u4").tobytes() + images.tobytes()))
+        (tmp_path / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(
+            bytes([0, 0, 8, 1]) + np.array([2], ">u4").tobytes() + bytes([3, 7])))
+    x, y = transfer.fashion_arrays(tmp_path)
+    assert x.shape == (4, 28, 28) and (x[:2] == images).all() and list(y) == [3, 7, 3, 7]
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert transfer.fashion_arrays(tmp_path) is None
 
 
 def test_quick_head_sweep_alone(tmp_path, monkeypatch):
