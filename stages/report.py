@@ -8,14 +8,17 @@ import argparse
 from transferlab.config import params as P
 from transferlab.config.errors import reported_as_one_line
 from transferlab.config.paths import Layout
-from transferlab.evaluation.report import markdown, report
+from transferlab.evaluation.report import report
 
 
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     with reported_as_one_line():
         layout = Layout()
-        print(markdown(report(P.load(layout.params), layout)))
+        table = report(P.load(layout.params), layout)
+        # one line, not the table: `make run` prints reports/report.md, and a thousand tasks are 3,000 rows
+        print(f"report: {table['task'].nunique()} tasks, {len(table)} rows -> {layout.report_md}, "
+              f"{layout.summary_csv}, results/")
 
 
 if __name__ == "__main__":

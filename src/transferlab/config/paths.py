@@ -15,6 +15,9 @@ ZERO_SHOT_FILE, ZERO_SHOT_INFO_FILE = "class_embeddings.safetensors", "zero_shot
 FINETUNE_INFO_FILE, FINETUNE_WEIGHTS_FILE = "finetune.json", "finetuned.safetensors"
 SCRATCH_INFO_FILE, SCRATCH_WEIGHTS_FILE = "scratch.json", "scratch.safetensors"
 PREDICTIONS_FILE = "predictions.parquet"  # val/test predictions, in the finetune and the scratch folder
+# A feature set's own files (transferlab.features.sets): here too, so that the task cache can fingerprint a set
+# without importing its pandas reader
+FEATURES_META, FEATURES_INDEX = "meta.json", "index.parquet"
 
 
 @dataclass(frozen=True)

@@ -4,29 +4,34 @@ that `dvc metrics diff`, `dvc plots diff` and `dvc exp show` read at any commit 
 from __future__ import annotations
 
 import shutil
+from contextlib import ExitStack
 
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
 from transferlab.config.paths import FIGURE_KINDS, METRICS_FILE, PLOT_KINDS, Layout
-from transferlab.io.atomic import atomic_path
+from transferlab.io.atomic import atomic_dir
 
 RESULT_KINDS = ("metrics", *PLOT_KINDS, "figures")  # the folders of results/
 
 
 def publish_results(params: P.Params, layout: Layout) -> None:
-    """Empty results/<kind>/ (a task params.yaml no longer has leaves nothing behind), then copy each task's
-    metrics.json, plot CSVs and figures into it; each folder is left existing, as DVC expects its outputs."""
-    for kind in RESULT_KINDS:
-        shutil.rmtree(layout.results(kind), ignore_errors=True)
-        layout.results(kind).mkdir(parents=True)
+    """Replace results/<kind>/ by each task's metrics.json, plot CSVs and figures: every folder is filled beside
+    its place and then swapped in (io.atomic.atomic_dir), so a task params.yaml no longer has leaves nothing
+    behind, and a task without results fails before any folder changed. Each folder exists afterwards, as DVC
+    expects its outputs to."""
+    pairs = []  # (source file, its path under results/)
     for name, task in params.tasks.items():
         src = layout.task(task.features, name).results
         if not (src / METRICS_FILE).is_file():
             raise PipelineError(f"{src / METRICS_FILE} not found; run `dvc repro tasks@{task.features}` first")
-        pairs = [(src / METRICS_FILE, layout.metrics(name)),
-                 *((src / f"{kind}.csv", layout.plot(name, kind)) for kind in PLOT_KINDS),
-                 *((src / f"{kind}.png", layout.figure(name, kind)) for kind in FIGURE_KINDS)]
+        pairs += [(src / METRICS_FILE, layout.metrics(name)),
+                  *((src / f"{kind}.csv", layout.plot(name, kind)) for kind in PLOT_KINDS),
+                  *((src / f"{kind}.png", layout.figure(name, kind)) for kind in FIGURE_KINDS)]
+    with ExitStack() as stack:
+        staged = {layout.results(kind): stack.enter_context(atomic_dir(layout.results(kind)))
+                  for kind in RESULT_KINDS}
         for source, dest in pairs:
             if source.is_file():
-                with atomic_path(dest) as tmp:
-                    shutil.copyfile(source, tmp)
+                folder = next(f for f in staged if dest.is_relative_to(f))
+                (staged[folder] / dest.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, staged[folder] / dest.relative_to(folder))

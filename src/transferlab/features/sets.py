@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config.errors import PipelineError
-from transferlab.config.paths import Layout
+from transferlab.config.paths import FEATURES_INDEX, FEATURES_META, Layout
 from transferlab.io.atomic import atomic_path, write_json, write_parquet
 from transferlab.io.hashing import file_sha256
 
-META, INDEX, SHARDS = "meta.json", "index.parquet", "shards"
+META, INDEX, SHARDS = FEATURES_META, FEATURES_INDEX, "shards"
 STORAGE_DTYPE = np.float16
 
 

@@ -1,8 +1,9 @@
-"""Atomic file writes: a temp file in the same folder, then rename, so a reader never sees half a file."""
+"""Atomic writes: a temp file (or folder) in the same folder, then rename, so a reader never sees half of it."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,25 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(dest: Path | str) -> Iterator[Path]:
+    """Yield an empty temp folder beside `dest`; on success it replaces `dest` (two renames, the old folder then
+    removed), on error it is removed and `dest` is left as it was."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+    try:
+        yield tmp
+        old = tmp.with_suffix(".old")
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(dest: Path | str, text: str) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 import transferlab
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
+from transferlab.config.paths import FEATURES_INDEX as INDEX
+from transferlab.config.paths import FEATURES_META as META
 from transferlab.config.paths import Layout, TaskDir
-from transferlab.features.sets import INDEX, META
 from transferlab.io.hashing import file_sha256, fingerprint
 
 VERSIONED = ("numpy", "scipy", "scikit-learn", "pandas", "torch", "torchvision", "timm", "open_clip_torch")

@@ -13,7 +13,6 @@ from transferlab.config.paths import Layout
 from transferlab.io.atomic import write_json
 from transferlab.tasks import publish
 from transferlab.tasks.cache import TaskCache, task_fingerprint
-from transferlab.tasks.run import run_task
 
 
 @dataclass
@@ -44,6 +43,10 @@ def run_featureset(featureset: str, params: P.Params, layout: Layout,
     for name, task in tasks_of(params, featureset).items():
         key = task_fingerprint(name, task, params, layout)
         if (entry := cache.entry(key)) is None:
+            # here, not at the top: the compute stack (torch, scikit-learn, matplotlib) costs a second or two of
+            # imports that a run publishing only cached tasks does not pay
+            from transferlab.tasks.run import run_task
+
             start = time.perf_counter()
             staged = cache.staging(key)
             summary = run_task(name, task, params, layout, staged)

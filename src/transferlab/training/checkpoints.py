@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 from transferlab.io.atomic import atomic_path
+from transferlab.io.hashing import file_sha256, fingerprint
 
 STATE_FILE = "last.pt"
 
@@ -57,3 +60,10 @@ class Checkpoint:
         for folder in (self.root, self.root.parent):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def for_run(root: Path, modules: Sequence[ModuleType], **determinants) -> Checkpoint:
+    """The checkpoint of the run that `determinants` (its config, data rows, recipe, device, library versions)
+    and the code of `modules` determine: their fingerprint is its key, so a change to any starts afresh."""
+    code = [file_sha256(Path(m.__file__)) for m in modules]
+    return Checkpoint(Path(root), fingerprint({**determinants, "code": code}))

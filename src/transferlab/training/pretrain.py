@@ -1,6 +1,7 @@
 """A backbone trained on a prepared source dataset, saved like any other backbone (models/backbones/<name>)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,8 @@ from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
 from transferlab.data import transforms
 from transferlab.data.tasks import label_order
-from transferlab.io.hashing import file_sha256, fingerprint
 from transferlab.models import backbones
-from transferlab.training import loop
-from transferlab.training.checkpoints import Checkpoint
+from transferlab.training import checkpoints, loop
 from transferlab.training.curves import write_curves
 
 
@@ -51,10 +50,9 @@ def pretrain(name: str, entry: P.Pretrain, manifest: pd.DataFrame, out_dir: Path
     recipe = loop.Recipe(entry.epochs, weight_decay=entry.weight_decay, label_smoothing=entry.label_smoothing,
                          patience=entry.patience, seed=seed)
     used = frame[["image_id", "split", "label", "sha256"]].astype(str).to_json(orient="values")
-    checkpoint = Checkpoint(checkpoint_dir, fingerprint({
-        "entry": entry.model_dump(), "seed": seed, "device": str(device), "rows": used, "recipe": recipe,
-        "code": [file_sha256(Path(m.__file__)) for m in (loop, backbones, transforms)]
-        + [file_sha256(Path(__file__))], "versions": backbones.versions()}))
+    checkpoint = checkpoints.for_run(checkpoint_dir, (loop, backbones, transforms, sys.modules[__name__]),
+                                     entry=entry.model_dump(), seed=seed, device=str(device), rows=used,
+                                     recipe=recipe, versions=backbones.versions())
     stats = loop.fit_recipe(model, [{"params": model.parameters(), "lr": entry.lr}], train, recipe, device,
                             val=val, checkpoint=checkpoint, desc=f"pretrain@{name}")
     write_curves(curves_dir, stats)

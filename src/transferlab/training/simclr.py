@@ -9,6 +9,7 @@ loads any): the projection head is dropped, and the classifier is the architectu
 `weights: none` backbone of the same seed has it."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightly
@@ -23,10 +24,8 @@ from torch.utils.data import DataLoader
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
 from transferlab.data import transforms
-from transferlab.io.hashing import file_sha256, fingerprint
 from transferlab.models import backbones
-from transferlab.training import loop
-from transferlab.training.checkpoints import Checkpoint
+from transferlab.training import checkpoints, loop
 from transferlab.training.curves import write_curves
 
 TEMPERATURE = 0.5  # NT-Xent's: lightly's default, SimCLR's choice for CIFAR-10-sized data
@@ -76,11 +75,10 @@ def pretrain(name: str, entry: P.Pretrain, frame: pd.DataFrame, out_dir: Path, s
     model = SimCLR(encoder, classifier.in_features)
     recipe = loop.Recipe(entry.epochs, weight_decay=entry.weight_decay, patience=entry.patience, seed=seed)
     used = frame[["image_id", "split", "sha256"]].astype(str).to_json(orient="values")  # no label: none is read
-    checkpoint = Checkpoint(checkpoint_dir, fingerprint({
-        "entry": entry.model_dump(), "seed": seed, "device": str(device), "rows": used, "recipe": recipe,
-        "code": [file_sha256(Path(m.__file__)) for m in (loop, backbones, transforms)]
-        + [file_sha256(Path(__file__))],
-        "versions": {**backbones.versions(), "lightly": lightly.__version__}}))
+    versions = {**backbones.versions(), "lightly": lightly.__version__}
+    checkpoint = checkpoints.for_run(checkpoint_dir, (loop, backbones, transforms, sys.modules[__name__]),
+                                     entry=entry.model_dump(), seed=seed, device=str(device), rows=used,
+                                     recipe=recipe, versions=versions)
     stats = loop.fit_recipe(model, [{"params": model.parameters(), "lr": entry.lr}], train, recipe, device,
                             val=val, checkpoint=checkpoint, desc=f"pretrain@{name}", objective=Contrastive(seed))
     write_curves(curves_dir, stats)

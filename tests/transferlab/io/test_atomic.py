@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from transferlab.io.atomic import atomic_path, write_json, write_text
+from transferlab.io.atomic import _umask, atomic_dir, atomic_path, write_json, write_text
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
@@ -31,3 +31,22 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
         raise RuntimeError("killed")
     assert dest.read_text() == '{\n  "v": 1\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    dest = tmp_path / "results"
+    (dest / "old").mkdir(parents=True)
+    (dest / "old" / "a.json").write_text("1")
+    with pytest.raises(RuntimeError), atomic_dir(dest) as tmp:
+        (tmp / "b.json").write_text("half")
+        raise RuntimeError("killed")
+    assert [p.relative_to(dest).as_posix() for p in dest.rglob("*")] == ["old", "old/a.json"]
+    with atomic_dir(dest) as tmp:
+        (tmp / "b.json").write_text("2")
+        assert (dest / "old" / "a.json").is_file()  # readers see the old folder until the swap
+    assert [p.name for p in dest.iterdir()] == ["b.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no temp or old folder left
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o777 & ~_umask()
+    with atomic_dir(tmp_path / "new") as tmp:  # a folder that did not exist
+        (tmp / "c").write_text("3")
+    assert (tmp_path / "new" / "c").read_text() == "3"
