@@ -53,8 +53,10 @@ UPSTREAM = ("export_digits", "prepare@", "backbone@", "pretrain@", "features@")
 # after another; status: params.yaml's tasks for the last `dvc status`
 # status; repro_budget: the 1,000-task `dvc repro` runs only where its estimated compute fits it (the smoke run
 # takes the other way, a seeded task cache)
-FULL = {"ten": 11, "hundred": 100, "one_more": 3, "status": 1000, "status_repeats": 3, "repro_budget": 180}
-QUICK = {"ten": 2, "hundred": 4, "one_more": 1, "status": 12, "status_repeats": 1, "repro_budget": 0}
+FULL = {"ten": 11, "hundred": 100, "one_more": 3, "status": 1000, "status_repeats": 3, "repro_budget": 180,
+        "floor_repeats": 3}
+QUICK = {"ten": 2, "hundred": 4, "one_more": 1, "status": 12, "status_repeats": 1, "repro_budget": 0,
+         "floor_repeats": 1}
 
 DIGITS = list(range(10))
 LABEL_MAPS = {
@@ -90,6 +92,14 @@ print(json.dumps({"import_seconds": t1 - t0, "params_load_seconds": t2 - t1, "fi
                   "reused": len(record.reused)}))
 """
 
+
+# what a process pays before it computes anything (time_split's process_floor_seconds)
+COMPUTE_IMPORTS = {"python": "pass", "params": "import transferlab.config.params",
+                   "pandas": "import pandas", "probe (scipy.optimize)": "import scipy.optimize",
+                   "reference (sklearn.linear_model)": "import sklearn.linear_model",
+                   "figures (matplotlib.figure)": "import matplotlib.figure",
+                   "a computed task's stack": "import scipy.optimize, sklearn.linear_model, matplotlib.figure, "
+                                              "pandas, transferlab.config.params"}
 
 FINGERPRINTS = """
 import json
@@ -209,7 +219,7 @@ def seed_task_cache(repo: Path, env: dict) -> int:
     return seeded
 
 
-def time_split(repo: Path, env: dict, one: dict) -> dict:
+def time_split(repo: Path, env: dict, one: dict, repeats: int = 3) -> dict:
     """The stage commands of one added task run by hand (outside DVC, everything reused), beside its repro."""
     # once untimed first: the outputs as the last single addition left them (not the 1,000 tasks' to delete)
     timed_cmd(repo, env, "python", "-m", "stages.tasks", FEATURESET)
@@ -218,6 +228,10 @@ def time_split(repo: Path, env: dict, one: dict) -> dict:
     validate_direct, _ = timed_cmd(repo, env, "python", "-m", "stages.validate")
     report_direct, _ = timed_cmd(repo, env, "python", "-m", "stages.report")
     dvc_start, _ = timed_cmd(repo, env, "dvc", "version")
+    # the floors: a Python process, and the imports a computed linear-probe task needs (its fit, the scikit-learn
+    # reference, the figures), each in a process of its own
+    floors = {what: round(min(timed_cmd(repo, env, "python", "-c", code)[0] for _ in range(repeats)), 3)
+              for what, code in COMPUTE_IMPORTS.items()}
     compute = one["task_compute_seconds"]
     stage_s = one["stage_seconds"]
     ran = [s for s in ("validate", "report") if s in stage_s]
@@ -233,11 +247,13 @@ def time_split(repo: Path, env: dict, one: dict) -> dict:
            "validate_stage_seconds": round(validate_direct, 3),
            "report_stage_seconds": round(report_direct, 3),
            "dvc_version_seconds": round(dvc_start, 3),
+           "process_floor_seconds": floors,
            "dvc_remainder_seconds": round(one["seconds"] - processes, 3),
            "tasks": inner["computed"] + inner["reused"],
            "description": "the stage commands as dvc.yaml runs them, by hand after the DVC runs (every task "
                           "reused: the stage's fixed cost), the new task's compute from its run record, and "
-                          "`dvc version` (DVC's start-up); dvc_remainder = repro_seconds - (tasks stage all "
+                          "`dvc version` (DVC's start-up), process_floor: `python -c` of nothing and of each "
+                          "import (the fastest of its runs); dvc_remainder = repro_seconds - (tasks stage all "
                           "reused + new task compute + validate + report): DVC collecting the stages, hashing "
                           "deps and outputs, committing them to its cache and writing dvc.lock"}
     for name in ran:
@@ -315,7 +331,7 @@ def run(work: Path, quick: bool = False) -> dict:
                       seeded=not repro_1000["ran"])
 
     write_params(repo, with_tasks(params, n_final))  # the time split: as the last single addition ran
-    split = time_split(repo, env, ours)
+    split = time_split(repo, env, ours, c["floor_repeats"])
 
     kinds = {"label subset": 0, "label map": 0, "shots": 0, "shot seeds": 0, "efficiency curve": 0}
     for entry in big["tasks"].values():

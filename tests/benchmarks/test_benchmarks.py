@@ -167,7 +167,10 @@ def _check_many_tasks(r: dict) -> None:
     assert r["meets_target_seconds_per_added_task"] == (r["one_task_seconds"] <= 3)
     split = r["time_split"]
     assert split["tasks"] == final and split["new_task_compute_seconds"] == ours["task_compute_seconds"]
-    assert all(_number(v) for k, v in split.items() if k.endswith("_seconds"))
+    assert all(_number(v) for k, v in split.items() if k.endswith("_seconds") and k != "process_floor_seconds")
+    floors = split["process_floor_seconds"]
+    assert set(floors) == set(many_tasks.COMPUTE_IMPORTS) and all(_number(v) for v in floors.values())
+    assert floors["python"] < floors["a computed task's stack"]
     assert sum(r["task_kinds"][k] for k in ("label subset", "label map")) == c["status"]
 
 
