@@ -94,12 +94,11 @@ print(json.dumps({"import_seconds": t1 - t0, "params_load_seconds": t2 - t1, "fi
 
 
 # what a process pays before it computes anything (time_split's process_floor_seconds)
-COMPUTE_IMPORTS = {"python": "pass", "params": "import transferlab.config.params",
-                   "pandas": "import pandas", "probe (scipy.optimize)": "import scipy.optimize",
-                   "reference (sklearn.linear_model)": "import sklearn.linear_model",
-                   "figures (matplotlib.figure)": "import matplotlib.figure",
-                   "a computed task's stack": "import scipy.optimize, sklearn.linear_model, matplotlib.figure, "
-                                              "pandas, transferlab.config.params"}
+_STACK = {"params": "import transferlab.config.params", "pandas": "import pandas",
+          "probe (scipy.optimize)": "import scipy.optimize",
+          "reference (sklearn.linear_model)": "import sklearn.linear_model",
+          "figures (matplotlib.figure)": "import matplotlib.figure"}
+COMPUTE_IMPORTS = {"python": "pass", **_STACK, "a computed task's stack": "; ".join(_STACK.values())}
 
 FINGERPRINTS = """
 import json

@@ -19,19 +19,18 @@ def publish_results(params: P.Params, layout: Layout) -> None:
     its place and then swapped in (io.atomic.atomic_dir), so a task params.yaml no longer has leaves nothing
     behind, and a task without results fails before any folder changed. Each folder exists afterwards, as DVC
     expects its outputs to."""
-    pairs = []  # (source file, its path under results/)
+    pairs = []  # (source file, its kind: the folder of results/ it goes to, its path there)
     for name, task in params.tasks.items():
         src = layout.task(task.features, name).results
         if not (src / METRICS_FILE).is_file():
             raise PipelineError(f"{src / METRICS_FILE} not found; run `dvc repro tasks@{task.features}` first")
-        pairs += [(src / METRICS_FILE, layout.metrics(name)),
-                  *((src / f"{kind}.csv", layout.plot(name, kind)) for kind in PLOT_KINDS),
-                  *((src / f"{kind}.png", layout.figure(name, kind)) for kind in FIGURE_KINDS)]
+        pairs += [(src / METRICS_FILE, "metrics", layout.metrics(name)),
+                  *((src / f"{kind}.csv", kind, layout.plot(name, kind)) for kind in PLOT_KINDS),
+                  *((src / f"{kind}.png", "figures", layout.figure(name, kind)) for kind in FIGURE_KINDS)]
     with ExitStack() as stack:
-        staged = {layout.results(kind): stack.enter_context(atomic_dir(layout.results(kind)))
-                  for kind in RESULT_KINDS}
-        for source, dest in pairs:
+        staged = {kind: stack.enter_context(atomic_dir(layout.results(kind))) for kind in RESULT_KINDS}
+        for source, kind, dest in pairs:
             if source.is_file():
-                folder = next(f for f in staged if dest.is_relative_to(f))
-                (staged[folder] / dest.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, staged[folder] / dest.relative_to(folder))
+                target = staged[kind] / dest.relative_to(layout.results(kind))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
