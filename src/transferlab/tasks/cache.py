@@ -76,7 +76,11 @@ class TaskCache:
         return TaskDir(path)
 
     def commit(self, key: str, staged: TaskDir) -> TaskDir:
-        """Move a computed entry into place (one rename: readers see all of it or none)."""
+        """Move a computed entry into place (one rename: readers see all of it or none), its files made read-only
+        first: an entry never changes, and its published outputs are links to them (transferlab.tasks.publish)."""
+        for path in staged.path.rglob("*"):
+            if path.is_file():
+                path.chmod(path.stat().st_mode & ~0o222)
         final = self.root / key
         staged.path.rename(final)
         return TaskDir(final)

@@ -53,6 +53,23 @@ def test_a_second_run_reuses_every_task_and_publishes_the_same_bytes(project):
     assert (record["computed"], record["reused"]) == (0, 3) and record["tasks"]["low"] == {"computed": False}
 
 
+def test_outputs_are_read_only_links_to_the_task_cache_entry(project):
+    layout, params = project
+    run_featureset("pixels", params, layout, log=lambda _: None)
+    key = task_fingerprint("low", params.tasks["low"], params, layout)
+    entry = TaskCache(layout.task_cache()).entry(key)
+    published = layout.task("pixels", "low").results / "metrics.json"
+    cached = entry.results / "metrics.json"
+    assert published.stat().st_ino == cached.stat().st_ino  # one file: DVC's state knows it from the last run
+    before = cached.read_bytes()
+    # read-only, as DVC's linked outputs are: editing one in place would change the entry (root may all the same)
+    assert not any(p.stat().st_mode & 0o222 for p in entry.path.rglob("*") if p.is_file())
+    run_featureset("pixels", params, layout, log=lambda _: None)  # republished over the links, unharmed
+    assert cached.read_bytes() == before and published.stat().st_ino == cached.stat().st_ino
+    shutil.rmtree(layout.task_cache())  # read-only entries are still removable, as the docs say
+    assert not layout.task_cache().exists()
+
+
 def test_a_changed_task_computes_only_itself_and_a_removed_one_is_unpublished(project):
     layout, params = project
     run_featureset("pixels", params, layout, log=lambda _: None)
