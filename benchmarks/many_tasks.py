@@ -17,7 +17,8 @@ each `dvc repro` timed as the wall clock of its process:
     tasks' task cache entries are seeded with copies of one computed entry (no compute: the file counts and
     sizes of real outputs, not their numbers), `dvc repro` publishes all 1,000 from the cache and writes their
     lock (repro_1000.seeded), and `dvc status` runs against it. Also `dvc status` of the clean repository at 11
-    and 103 tasks.
+    and 103 tasks. yaml_loader: that 1,000-task `dvc status` with ruamel.yaml's C loader (ruamel.yaml.clib, a
+    dependency of the project) and with it hidden (pure Python, what DVC used before), alternated.
   time_split: where the seconds of adding one task go, from the stage commands run by hand after the DVC runs
     (the same commands, outside DVC): Python start-up and imports, fingerprinting and publishing every task, the
     new task's compute (the stage's run record), the validate and report stages, and DVC's own remainder.
@@ -218,6 +219,30 @@ def seed_task_cache(repo: Path, env: dict) -> int:
     return seeded
 
 
+def pure_yaml_env(work: Path, env: dict) -> dict:
+    """env with ruamel.yaml's C loader hidden (a module _ruamel_yaml that fails to import, ahead of
+    ruamel.yaml.clib's on the path): DVC then parses params.yaml and dvc.lock in pure Python, as it did before the
+    project depended on ruamel.yaml.clib."""
+    hide = work / "pure-yaml"
+    hide.mkdir(exist_ok=True)
+    (hide / "_ruamel_yaml.py").write_text("raise ImportError('hidden by benchmarks.many_tasks')\n")
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(hide), env.get("PYTHONPATH")]))}
+
+
+def yaml_loaders(repo: Path, env: dict, pure: dict, repeats: int) -> dict:
+    """`dvc status` with the C and the pure-Python YAML loader, alternated (side by side on the same machine)."""
+    probe = "from ruamel.yaml import YAML; print(YAML(typ='safe').Parser.__name__)"
+    names = {k: timed_cmd(repo, e, "python", "-c", probe)[1].strip() for k, e in (("c", env), ("pure", pure))}
+    if names != {"c": "CParser", "pure": "Parser"}:
+        raise RuntimeError(f"the YAML loaders are not the two compared: {names}")
+    runs: dict[str, list[float]] = {"c": [], "pure": []}
+    for _ in range(repeats):
+        for kind, e in (("c", env), ("pure", pure)):
+            runs[kind].append(round(timed_cmd(repo, e, "dvc", "status")[0], 3))
+    return {"c_seconds": statistics.median(runs["c"]), "pure_python_seconds": statistics.median(runs["pure"]),
+            "runs": runs, "parsers": names}
+
+
 def time_split(repo: Path, env: dict, one: dict, repeats: int = 3) -> dict:
     """The stage commands of one added task run by hand (outside DVC, everything reused), beside its repro."""
     # once untimed first: the outputs as the last single addition left them (not the 1,000 tasks' to delete)
@@ -328,6 +353,7 @@ def run(work: Path, quick: bool = False) -> dict:
                                                "their outputs and writing the lock"}
     status_big.update(status(repo, env, c["status_repeats"]), lock_tasks=c["status"],
                       seeded=not repro_1000["ran"])
+    status_big["yaml_loader"] = yaml_loaders(repo, env, pure_yaml_env(work, env), c["status_repeats"])
 
     write_params(repo, with_tasks(params, n_final))  # the time split: as the last single addition ran
     split = time_split(repo, env, ours, c["floor_repeats"])
@@ -380,7 +406,10 @@ def run(work: Path, quick: bool = False) -> dict:
                   f"{status_final['seconds']:.2f} s at {n_final}, {status_big['seconds']:.2f} s with "
                   f"{c['status']} tasks in params.yaml and the lock"
                   + (f" (its outputs from a seeded task cache; {status_big['lock_of_fewer']['seconds']:.2f} s "
-                     f"against the lock of {n_final})" if status_big["seeded"] else ""),
+                     f"against the lock of {n_final})" if status_big["seeded"] else "")
+                  + f"; with DVC's YAML parsed in pure Python (no ruamel.yaml.clib) "
+                    f"{status_big['yaml_loader']['pure_python_seconds']:.2f} s against "
+                    f"{status_big['yaml_loader']['c_seconds']:.2f} s, alternated",
                   f"the machine has {os.cpu_count()} cores; every stage is its own Python process, and "
                   "tasks@<feature set> computes its tasks one after another"],
     }

@@ -160,6 +160,10 @@ def _check_many_tasks(r: dict) -> None:
     assert (big["lock_tasks"], big["lock_of_fewer"]["lock_tasks"]) == (c["status"], final)
     assert seeded["entries_seeded"] == seeded["reused"] - final == c["status"] - final
     assert seeded["computed"] == 0 and _number(big["seconds"]) and _number(big["lock_of_fewer"]["seconds"])
+    loaders = big["yaml_loader"]  # the C loader against it hidden, each timed, so the two really differ
+    assert loaders["parsers"] == {"c": "CParser", "pure": "Parser"}
+    assert all(len(loaders["runs"][k]) == c["status_repeats"] for k in ("c", "pure"))
+    assert _number(loaders["c_seconds"]) and _number(loaders["pure_python_seconds"])
     assert (r["one_task_seconds"], r["hundred_tasks_seconds"], r["status_1000_seconds"]) == (
         ours["seconds"], hundred["seconds"], st[f"tasks_{c['status']}"]["seconds"])
     targets = ("target_seconds_per_added_task", "target_100_tasks_seconds", "target_status_1000_seconds")
