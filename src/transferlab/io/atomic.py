@@ -1,6 +1,7 @@
 """Atomic writes: a temp file (or folder) in the same folder, then rename, so a reader never sees half of it."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -40,9 +41,11 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
 @contextmanager
 def atomic_dir(dest: Path | str) -> Iterator[Path]:
     """Yield an empty temp folder beside `dest`; on success it replaces `dest` (two renames, the old folder then
-    removed), on error it is removed and `dest` is left as it was."""
+    removed), on error it is removed and `dest` is left as it was. What a killed run left beside `dest` is cleared
+    first (_recover_dir); one writer per `dest` at a time, as DVC's stage locks have it."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _recover_dir(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
     try:
@@ -53,6 +56,20 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
         os.replace(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _recover_dir(dest: Path) -> None:
+    """After a kill -9 inside atomic_dir: its temp folders (.<name>.*.tmp) are removed, and where it died between
+    its two renames (`dest` gone, the old folder .<name>.*.old kept) the old folder is put back, so nothing is lost
+    and no hidden folder lingers beside `dest` (in git, for results/)."""
+    stem = glob.escape(f".{dest.name}.")
+    for old in sorted(dest.parent.glob(f"{stem}*.old")):
+        if dest.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, dest)
+    for tmp in dest.parent.glob(f"{stem}*.tmp"):
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
+from tests.conftest import REPO
 from transferlab.io.atomic import _umask, atomic_dir, atomic_path, write_json, write_text
 
 
@@ -50,3 +54,38 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
     with atomic_dir(tmp_path / "new") as tmp:  # a folder that did not exist
         (tmp / "c").write_text("3")
     assert (tmp_path / "new" / "c").read_text() == "3"
+
+
+KILLED = """
+import os, signal, sys
+from transferlab.io import atomic
+dest, when = sys.argv[1], sys.argv[2]
+real_replace, calls = os.replace, []
+def replace(a, b):  # the second rename is the new folder's: die just before it
+    calls.append(a)
+    if when == "between" and len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(a, b)
+atomic.os.replace = replace
+with atomic.atomic_dir(dest) as tmp:
+    (tmp / "new.json").write_text("2")
+    if when == "inside":
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("when", ["inside", "between"])
+def test_a_folder_write_killed_loses_nothing_and_the_next_one_clears_up(tmp_path, when):
+    dest = tmp_path / "results" / "metrics"
+    dest.mkdir(parents=True)
+    (dest / "old.json").write_text("1")
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(dest), when], cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in dest.parent.iterdir())
+    assert any(n.startswith(".metrics.") for n in left), left  # the kill left its temp (or old) folder
+    with atomic_dir(dest) as tmp:
+        # the old folder is back where the kill came between the renames: readers see it until the swap
+        assert (dest / "old.json").read_text() == "1"
+        (tmp / "b.json").write_text("3")
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["metrics"]  # nothing hidden lingers
+    assert [p.name for p in dest.iterdir()] == ["b.json"]
