@@ -16,6 +16,8 @@ MODEL_PARTS = ("head", "zero_shot", "finetune", "scratch", "results", "finetune.
 
 
 def _link(src: str, dest: str) -> None:
+    if os.path.lexists(dest):  # replaced, never written through: an old output may be a link into an entry
+        os.unlink(dest)
     try:
         os.link(src, dest)
     except OSError:  # another file system, or one without hard links

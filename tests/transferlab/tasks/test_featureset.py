@@ -11,6 +11,7 @@ import yaml
 from tests.projects import pixels_features
 from transferlab.config import params as P
 from transferlab.config.errors import PipelineError
+from transferlab.tasks import publish
 from transferlab.tasks.cache import TaskCache, task_fingerprint
 from transferlab.tasks.featureset import run_featureset
 
@@ -65,6 +66,8 @@ def test_outputs_are_read_only_links_to_the_task_cache_entry(project):
     # read-only, as DVC's linked outputs are: editing one in place would change the entry (root may all the same)
     assert not any(p.stat().st_mode & 0o222 for p in entry.path.rglob("*") if p.is_file())
     run_featureset("pixels", params, layout, log=lambda _: None)  # republished over the links, unharmed
+    assert cached.read_bytes() == before and published.stat().st_ino == cached.stat().st_ino
+    publish.publish(entry, layout, "pixels", "low")  # over its own outputs (no clear first): replaced, not written
     assert cached.read_bytes() == before and published.stat().st_ino == cached.stat().st_ino
     shutil.rmtree(layout.task_cache())  # read-only entries are still removable, as the docs say
     assert not layout.task_cache().exists()
