@@ -192,7 +192,7 @@ def test_dag_has_one_featureset_stage_feeding_one_tasks_stage_of_many_tasks(repo
     assert {a for a, b in edges if b == "report" and a.startswith("tasks@")} == {f"tasks@{f}" for f in P.features}
 
 
-def test_dvc_reads_params_and_the_lock_with_the_c_yaml_loader(tmp_path):
+def test_dvc_reads_params_and_the_lock_with_the_c_yaml_loader():
     """DVC parses params.yaml and dvc.lock with ruamel.yaml's safe loader (dvc.utils.serialize.parse_yaml), about
     24 times in a `dvc repro` of one task: ruamel.yaml.clib (a dependency of ours, not of ruamel.yaml 0.19) makes
     that the C parser, four times faster on a 100-task params.yaml (benchmarks/many_tasks.py)."""
